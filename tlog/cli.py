@@ -1,0 +1,456 @@
+"""The ``tlog`` command line.  Every failure is one line on stderr and a non-zero exit, never a traceback.
+
+Exit codes: 0 success, 1 verification failed / refused by the log, 2 usage or input error,
+3 cannot reach the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from .client import LogClient, LogServerError
+from .entry import Leaf, register_event, revoke_event, rotate_event
+from .errors import TlogError
+from .keys import KeyType, PrivateKey, PublicKey
+from .note import Verifier
+from .registry import Registry
+from .tlogproof import TlogProof, verify_tlog_proof
+
+__all__ = ["main", "parse_time", "CliError"]
+
+DAY_MS = 86_400_000
+DEFAULT_LOG = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    """A usage or input problem, reported as one line (exit 2)."""
+
+
+class VerifyFailed(Exception):
+    """A verification that failed (exit 1)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_REL = re.compile(r"\+?(\d+)([smhdw])")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
+
+
+def parse_time(text: str, now_ms: int) -> int:
+    """``now``, a relative ``+30d`` / ``12h`` / ``90m`` from now, or an ISO 8601 date or time (UTC if no zone)."""
+    text = text.strip()
+    if text == "now":
+        return now_ms
+    m = _REL.fullmatch(text)
+    if m:
+        return now_ms + int(m.group(1)) * _UNIT_MS[m.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CliError(f"cannot read time {text!r}: use now, +30d, 12h or 2026-12-31T00:00:00Z") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+# -- keys and files ---------------------------------------------------------------------------------
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def load_private_key(path: str) -> PrivateKey:
+    from .server.config import ConfigError, check_private_file
+
+    try:
+        return PrivateKey.from_pem(check_private_file(path))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def load_public_key(text_or_path: str) -> PublicKey:
+    text = text_or_path
+    if os.path.exists(text_or_path):
+        text = _read(text_or_path, "public key").decode("utf-8", "replace").strip()
+    return PublicKey.from_text(text)
+
+
+def load_vkey(value: str | None) -> Verifier:
+    value = value or os.environ.get("TLOG_LOG_KEY")
+    if not value:
+        raise CliError("the log's verifier key is needed: --log-key VKEY (or a file), or TLOG_LOG_KEY "
+                       "(printed by `tlog init` and `tlog serve`)")
+    if os.path.exists(value):
+        value = _read(value, "verifier key").decode().strip()
+    return Verifier.from_vkey(value)
+
+
+def _log_url(args: argparse.Namespace) -> str:
+    return args.log or os.environ.get("TLOG_LOG") or DEFAULT_LOG
+
+
+def _client(args: argparse.Namespace) -> LogClient:
+    return LogClient(_log_url(args), log_key=load_vkey(args.log_key))
+
+
+def _out(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+async def cmd_init(args: argparse.Namespace) -> int:
+    from .server.config import ConfigError
+    from .server.init import init_log
+
+    try:
+        res = await init_log(args.data, args.origin, max_key_lifetime_days=args.max_key_lifetime_days)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"vkey: {res.vkey}")
+    print(f"operator key: {os.path.join(args.data, 'operator.key')} ({res.operator_public})")
+    print(f"created log {args.origin!r} in {args.data}; start it with: tlog serve --data {args.data}")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.app import serve
+    from .server.config import ConfigError, LogConfig
+
+    try:
+        LogConfig.load(args.data)
+        vkey = _read(os.path.join(args.data, "log.vkey"), "verifier key").decode().strip()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+
+    def ready(url: str) -> None:
+        print(f"vkey: {vkey}", flush=True)
+        print(f"listening on {url}", flush=True)
+
+    await serve(args.data, args.listen, ready=ready)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .server.config import ConfigError, write_private_file
+
+    key = PrivateKey.generate(KeyType.ED25519 if args.type == "ed25519" else KeyType.P256)
+    try:
+        if os.path.exists(args.out + ".pub"):
+            raise ConfigError(f"refusing to overwrite existing {args.out}.pub")
+        write_private_file(args.out, key.to_pem())
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    with open(args.out + ".pub", "x") as f:
+        f.write(key.public_key.to_text() + "\n")
+    print(f"public key: {key.public_key.to_text()}")
+    print(f"key id: {key.public_key.key_id_hex}")
+    print(f"wrote {args.out} (private, 0600) and {args.out}.pub")
+    return 0
+
+
+async def _registry_info(client: LogClient) -> dict:
+    info = await client.keys()
+    reg = info.get("registry") if isinstance(info, dict) else None
+    if not isinstance(reg, dict):
+        raise TlogError("the log's /v1/keys answer is malformed")
+    return reg
+
+
+def _resolve_key_id(reg: dict, ref: str) -> bytes:
+    """A key given as a hex key id, a key name, or a public key (text or .pub file)."""
+    keys = reg.get("keys", {})
+    if re.fullmatch(r"[0-9a-f]{64}", ref):
+        return bytes.fromhex(ref)
+    current = reg.get("names", {}).get(ref)
+    if current:
+        return bytes.fromhex(current)
+    matches = [kid for kid, rec in keys.items() if rec.get("name") == ref]
+    if matches:
+        return bytes.fromhex(max(matches, key=lambda k: keys[k].get("registered_index", 0)))
+    try:
+        return load_public_key(ref).key_id
+    except TlogError as exc:
+        raise CliError(f"no key {ref!r}: give a key id, a registered name or a public key") from exc
+
+
+async def _submit_operator(args: argparse.Namespace, make: Callable[[dict, int], Any]) -> int:
+    operator = load_private_key(args.operator_key)
+    async with _client(args) as client:
+        reg = await _registry_info(client)
+        event = make(reg, _now_ms())
+        receipt = await client.submit_operator_entry(event, operator)
+    print(f"{event.action.text if hasattr(event.action, 'text') else event.action} recorded at index "
+          f"{receipt.index} (tree size {receipt.checkpoint.size})")
+    if args.receipt:
+        with open(args.receipt, "wb") as f:
+            f.write(receipt.tlog_proof)
+    return 0
+
+
+def _window(args: argparse.Namespace, reg: dict, now: int) -> tuple[int, int]:
+    not_before = parse_time(args.not_before, now) if args.not_before else now
+    lifetime = int(reg.get("max_key_lifetime_ms", 365 * DAY_MS))
+    not_after = parse_time(args.not_after, now) if args.not_after else not_before + lifetime
+    return not_before, not_after
+
+
+async def cmd_keys_register(args: argparse.Namespace) -> int:
+    key = load_public_key(args.key)
+
+    def make(reg: dict, now: int):
+        nb, na = _window(args, reg, now)
+        return register_event(reg["origin"], now, key, args.name, nb, na, args.rate)
+
+    return await _submit_operator(args, make)
+
+
+async def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    key = load_public_key(args.key)
+
+    def make(reg: dict, now: int):
+        old = _resolve_key_id(reg, args.old)
+        old_rec = reg.get("keys", {}).get(old.hex(), {})
+        nb, na = _window(args, reg, now)
+        retire = parse_time(args.overlap if args.overlap.startswith("+") else "+" + args.overlap, now)
+        name = args.name or old_rec.get("name")
+        if not name:
+            raise CliError("--name is needed: the old key is not in the registry")
+        return rotate_event(reg["origin"], now, old, key, name, nb, na, retire,
+                            args.rate if args.rate is not None else int(old_rec.get("rate_limit", 0)))
+
+    return await _submit_operator(args, make)
+
+
+async def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    def make(reg: dict, now: int):
+        since = parse_time(args.compromised_since, now) if args.compromised_since else None
+        return revoke_event(reg["origin"], now, _resolve_key_id(reg, args.key), since)
+
+    return await _submit_operator(args, make)
+
+
+async def cmd_keys_list(args: argparse.Namespace) -> int:
+    """The registry as the log proves it: every operator entry is fetched with an inclusion proof
+    against a verified checkpoint and replayed locally."""
+    async with _client(args) as client:
+        cp = await client.checkpoint()
+        reg = await _registry_info(client)
+        leaves = []
+        for index in reg.get("operator_entries", []):
+            entry = await client.get_entry(int(index))
+            leaves.append((int(index), Leaf.decode(base64.b64decode(entry["leaf"], validate=True))))
+    registry = Registry.replay(leaves, sparse=True)
+    registry.advance(cp.size)
+    data = registry.to_json()
+    if args.json:
+        _out({"tree_size": cp.size, "registry": data})
+        return 0
+    print(f"key registry of {registry.origin} at tree size {cp.size} "
+          f"({len(leaves)} operator entries, each verified by an inclusion proof)")
+    for kid, rec in data["keys"].items():
+        print(f"  {rec['name']:<20} {kid[:16]}  {rec['key_type']:<7} {fmt_time(rec['not_before_ms'])} .. "
+              f"{fmt_time(rec['effective_not_after_ms'])}  {_key_state(rec)}  "
+              f"(registered at {rec['registered_index']})")
+    return 0
+
+
+def _key_state(rec: dict) -> str:
+    if rec.get("compromised_since_ms") is not None:
+        return f"COMPROMISED since {fmt_time(rec['compromised_since_ms'])}"
+    if rec.get("revoked_index") is not None:
+        return f"revoked at {rec['revoked_index']}"
+    if rec.get("replaced_by"):
+        return f"rotated at {rec['retired_index']} to {rec['replaced_by'][:16]}"
+    return "active"
+
+
+def _payload(args: argparse.Namespace) -> bytes:
+    if args.payload_file:
+        return _read(args.payload_file, "payload")
+    if sys.stdin.isatty():
+        raise CliError("give the event on stdin or with --payload-file")
+    return sys.stdin.buffer.read()
+
+
+async def cmd_append(args: argparse.Namespace) -> int:
+    key = load_private_key(args.key)
+    payload = _payload(args)
+    async with _client(args) as client:
+        receipt = await client.append(key, payload)
+    what = "already in the log at" if receipt.duplicate else "appended at"
+    print(f"{what} index {receipt.index} (tree size {receipt.checkpoint.size}); receipt verified",
+          file=sys.stderr)
+    if args.receipt:
+        with open(args.receipt, "wb") as f:
+            f.write(receipt.tlog_proof)
+        print(f"receipt written to {args.receipt}", file=sys.stderr)
+    else:
+        sys.stdout.write(receipt.tlog_proof.decode())
+    return 0
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        entry = await client.get_entry(args.index)
+    _out(entry)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Offline: the checkpoint signature, the inclusion proof, the leaf and the writer's signature."""
+    verifier = load_vkey(args.log_key)
+    tp = TlogProof.parse(_read(args.receipt, "receipt"))
+    try:
+        cp = verify_tlog_proof(tp, origin=verifier.name, log_verifier=verifier)
+        leaf = Leaf.decode(tp.extra or b"")
+        entry = leaf.entry
+        signer = "not checked (give --writer-key)"
+        if args.writer_key:
+            pub = load_public_key(args.writer_key)
+            if getattr(entry, "key_id", None) != pub.key_id:
+                raise VerifyFailed(f"entry is signed by key {getattr(entry, 'key_id', b'').hex()[:16]}, "
+                                   f"not {pub.key_id_hex[:16]}")
+            pub.verify(leaf.signing_message(), leaf.signature)
+            signer = f"signed by {pub.key_id_hex[:16]}"
+    except TlogError as exc:
+        raise VerifyFailed(f"receipt INVALID: {exc}") from exc
+    print(f"OK: entry {tp.index} is in {cp.origin} at tree size {cp.size}; {signer}")
+    return 0
+
+
+# -- argument parsing -------------------------------------------------------------------------------
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", help=f"log URL (default $TLOG_LOG or {DEFAULT_LOG})")
+    p.add_argument("--log-key", help="the log's verifier key string or file (default $TLOG_LOG_KEY)")
+
+
+def _operator_args(p: argparse.ArgumentParser) -> None:
+    _log_args(p)
+    p.add_argument("--operator-key", required=True, help="the operator key file (DIR/operator.key)")
+    p.add_argument("--receipt", help="write the key event's receipt (C2SP tlog-proof) here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tlog", description="tlog: a verifiable audit log")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create a new log in a data directory")
+    p.add_argument("--data", required=True)
+    p.add_argument("--origin", required=True, help="the log's name, e.g. example.com/audit")
+    p.add_argument("--max-key-lifetime-days", type=int, default=365)
+    p.set_defaults(run=cmd_init)
+
+    p = sub.add_parser("serve", help="run the log server")
+    p.add_argument("--data", required=True)
+    p.add_argument("--listen", default="127.0.0.1:8080")
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("keygen", help="generate a provisioning key (FILE 0600 and FILE.pub)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--type", choices=["ed25519", "p256"], default="ed25519")
+    p.set_defaults(run=cmd_keygen)
+
+    keys = sub.add_parser("keys", help="the key registry").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("register", help="register a provisioning key")
+    _operator_args(p)
+    p.add_argument("--key", required=True, help="public key file (FILE.pub) or text")
+    p.add_argument("--name", required=True)
+    p.add_argument("--not-before")
+    p.add_argument("--not-after", help="default: not-before + the log's maximum key lifetime")
+    p.add_argument("--rate", type=int, default=0, help="entries per second (0 = no limit)")
+    p.set_defaults(run=cmd_keys_register)
+    p = keys.add_parser("rotate", help="register a new key and retire the old one after an overlap")
+    _operator_args(p)
+    p.add_argument("--old", required=True, help="old key: key id, name or public key")
+    p.add_argument("--key", required=True, help="the new public key")
+    p.add_argument("--name")
+    p.add_argument("--overlap", default="7d", help="how long the old key stays valid (default 7d)")
+    p.add_argument("--not-before")
+    p.add_argument("--not-after")
+    p.add_argument("--rate", type=int)
+    p.set_defaults(run=cmd_keys_rotate)
+    p = keys.add_parser("revoke", help="revoke a key")
+    _operator_args(p)
+    p.add_argument("--key", required=True, help="key id, name or public key")
+    p.add_argument("--compromised-since", help="entries integrated at or after this time are untrusted")
+    p.set_defaults(run=cmd_keys_revoke)
+    p = keys.add_parser("list", help="show the key registry as the log proves it")
+    _log_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_keys_list)
+
+    p = sub.add_parser("append", help="sign and append an event (stdin or --payload-file)")
+    _log_args(p)
+    p.add_argument("--key", required=True, help="provisioning key file")
+    p.add_argument("--receipt", help="write the receipt (C2SP tlog-proof) here instead of stdout")
+    p.add_argument("--payload-file")
+    p.set_defaults(run=cmd_append)
+
+    p = sub.add_parser("get", help="fetch and verify an entry")
+    p.add_argument("index", type=int)
+    _log_args(p)
+    p.set_defaults(run=cmd_get)
+
+    p = sub.add_parser("verify", help="verify a receipt offline")
+    p.add_argument("receipt")
+    p.add_argument("--log-key", help="the log's verifier key (default $TLOG_LOG_KEY)")
+    p.add_argument("--writer-key", help="the writer's public key, to check the provisioning signature")
+    p.set_defaults(run=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except VerifyFailed as exc:
+        print(f"tlog: {exc}", file=sys.stderr)
+        return 1
+    except LogServerError as exc:
+        print(f"tlog: the log refused: {exc}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"tlog: {exc}", file=sys.stderr)
+        return 2
+    except TlogError as exc:
+        print(f"tlog: {exc}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        print(f"tlog: cannot reach the log at {getattr(args, 'log', None) or DEFAULT_LOG}: {exc}",
+              file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

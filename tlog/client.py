@@ -1,0 +1,259 @@
+"""An async client for a tlog server that verifies everything it returns.
+
+Every checkpoint is verified against the pinned log verifier key and checked for consistency with
+the last checkpoint this client saw (RFC 9162 §2.1.4.2; a failure raises ConsistencyError carrying both
+signed checkpoints and the proof).  Every receipt's inclusion proof is verified (RFC 9162 §2.1.3.2)
+before it is returned.  The HTTP transport is an ``aiohttp.ClientSession`` the caller may supply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .checkpoint import Checkpoint, open_checkpoint
+from .entry import EventEntry, Leaf, payload_commitment, sign_entry
+from .errors import ConsistencyError, FormatError, ProofError, TlogError
+from .hashing import HASH_SIZE
+from .keys import PrivateKey
+from .note import Verifier
+from .proof import verify_consistency, verify_inclusion
+from .tlogproof import TlogProof, verify_tlog_proof
+
+__all__ = ["LogClient", "SyncLogClient", "ClientReceipt", "LogServerError", "new_salt"]
+
+SALT_SIZE = 32
+
+
+class LogServerError(TlogError):
+    """The server refused a request; ``status`` is the HTTP status and the message its reason."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.reason = message
+        self.retry_after = retry_after
+
+
+def new_salt() -> bytes:
+    """A fresh random salt for a payload commitment (spec/entry.md)."""
+    return os.urandom(SALT_SIZE)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise FormatError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FormatError(f"{what} is not valid base64") from exc
+
+
+def _hashes(values: Any, what: str) -> list[bytes]:
+    if not isinstance(values, list):
+        raise FormatError(f"{what} is not a list")
+    out = [_unb64(v, what) for v in values]
+    if any(len(h) != HASH_SIZE for h in out):
+        raise FormatError(f"{what} holds a hash that is not {HASH_SIZE} bytes")
+    return out
+
+
+@dataclass(frozen=True)
+class ClientReceipt:
+    """A verified receipt: the leaf at ``index`` is in the tree of ``checkpoint`` (a C2SP tlog-proof)."""
+
+    index: int
+    leaf: Leaf
+    checkpoint: Checkpoint
+    tlog_proof: bytes
+    duplicate: bool
+
+
+class LogClient:
+    """``async with LogClient(url, log_key=vkey) as c: receipt = await c.append(key, payload)``."""
+
+    def __init__(self, url: str, *, log_key: str | Verifier, origin: str | None = None,
+                 session: aiohttp.ClientSession | None = None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.verifier = log_key if isinstance(log_key, Verifier) else Verifier.from_vkey(log_key)
+        self.origin = origin or self.verifier.name
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self.latest: tuple[Checkpoint, bytes] | None = None
+
+    async def __aenter__(self) -> LogClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _request(self, method: str, path: str, *, json_body: Any = None, raw: bool = False) -> Any:
+        async with self._http().request(method, self.url + path, json=json_body) as resp:
+            body = await resp.read()
+            if resp.status >= 400:
+                retry = resp.headers.get("Retry-After")
+                raise LogServerError(resp.status, _reason(body), float(retry) if retry else None)
+            if raw:
+                return body
+            try:
+                return await resp.json(content_type=None)
+            except ValueError as exc:
+                raise FormatError(f"{path}: the server's answer is not JSON") from exc
+
+    # -- checkpoints and proofs -----------------------------------------------------------------
+
+    async def checkpoint(self) -> Checkpoint:
+        """The log's latest checkpoint, verified and checked for consistency with the last one seen."""
+        note = await self._request("GET", "/checkpoint", raw=True)
+        return await self.accept_checkpoint(note)
+
+    async def accept_checkpoint(self, note: bytes) -> Checkpoint:
+        cp, _ = open_checkpoint(note, self.origin, self.verifier)
+        if self.latest is not None:
+            await self._check_consistent(self.latest, (cp, note))
+        if self.latest is None or cp.size >= self.latest[0].size:
+            self.latest = (cp, note)
+        return cp
+
+    async def _check_consistent(self, a: tuple[Checkpoint, bytes], b: tuple[Checkpoint, bytes]) -> None:
+        (old, old_note), (new, new_note) = sorted([a, b], key=lambda x: x[0].size)
+        proof: list[bytes] = []
+        try:
+            if old.size == new.size:
+                if old.root != new.root:
+                    raise ProofError("two checkpoints of the same size with different roots")
+                return
+            proof = await self.consistency_proof(old.size, new.size)
+            verify_consistency(old.size, new.size, proof, old.root, new.root)
+        except ProofError as exc:
+            raise ConsistencyError(f"log {self.origin} is inconsistent between sizes {old.size} and "
+                                   f"{new.size}: {exc}", old_note=old_note, new_note=new_note,
+                                   proof=proof) from exc
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        body = await self._request("GET", f"/v1/proofs/consistency?first={first}&second={second}")
+        return _hashes(body.get("proof") if isinstance(body, dict) else None, "consistency proof")
+
+    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        body = await self._request("GET", f"/v1/proofs/inclusion?index={index}&tree_size={tree_size}")
+        return _hashes(body.get("proof") if isinstance(body, dict) else None, "inclusion proof")
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def append(self, key: PrivateKey, payload: bytes, *, timestamp_ms: int | None = None,
+                     salt: bytes | None = None) -> ClientReceipt:
+        """Sign ``payload`` as an event entry with the provisioning ``key``, submit it, verify the receipt."""
+        salt = new_salt() if salt is None else salt
+        entry = EventEntry(self.origin, key.public_key.key_id,
+                           _now_ms() if timestamp_ms is None else timestamp_ms,
+                           payload_commitment(salt, payload))
+        return await self.submit_event(entry, sign_entry(entry, key), salt, payload)
+
+    async def submit_event(self, entry: EventEntry, signature: bytes, salt: bytes,
+                           payload: bytes) -> ClientReceipt:
+        body = {"entry": _b64(entry.encode()), "signature": _b64(signature), "salt": _b64(salt),
+                "payload": _b64(payload)}
+        answer = await self._request("POST", "/v1/entries", json_body=body)
+        return await self._verify_receipt(answer, entry.encode())
+
+    async def submit_operator_entry(self, entry: Any, key: PrivateKey) -> ClientReceipt:
+        """Submit an operator-signed key event or erasure (``tlog keys …``, ``tlog erase``)."""
+        body = {"entry": _b64(entry.encode()), "signature": _b64(sign_entry(entry, key))}
+        answer = await self._request("POST", "/v1/operator-entries", json_body=body)
+        return await self._verify_receipt(answer, entry.encode())
+
+    async def _verify_receipt(self, answer: Any, body: bytes) -> ClientReceipt:
+        if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
+            raise FormatError("the server's receipt is malformed")
+        raw = answer["receipt"].encode()
+        tp = TlogProof.parse(raw)
+        cp = verify_tlog_proof(tp, origin=self.origin, log_verifier=self.verifier)
+        leaf = Leaf.decode(tp.extra or b"")
+        if leaf.body != body:
+            raise ProofError("the receipt is for another entry than the one submitted")
+        await self.accept_checkpoint(tp.checkpoint_note)
+        return ClientReceipt(tp.index, leaf, cp, raw, bool(answer.get("duplicate")))
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def get_entry(self, index: int) -> dict:
+        """An entry with its leaf verified by an inclusion proof against the latest checkpoint."""
+        cp = await self.checkpoint()
+        answer = await self._request("GET", f"/v1/entries/{index}")
+        leaf_bytes = _unb64(answer.get("leaf"), "leaf")
+        proof = await self.inclusion_proof(index, cp.size)
+        verify_inclusion(Leaf.decode(leaf_bytes).hash(), index, cp.size, proof, cp.root)
+        answer["verified_in_tree_size"] = cp.size
+        return answer
+
+    async def keys(self) -> dict:
+        return await self._request("GET", "/v1/keys")
+
+    async def healthz(self) -> dict:
+        return await self._request("GET", "/healthz")
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _reason(body: bytes) -> str:
+    try:
+        obj = json.loads(body)
+        if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+            return obj["error"]
+    except ValueError:
+        pass
+    return body[:200].decode("utf-8", "replace").strip() or "no reason given"
+
+
+class SyncLogClient:
+    """A synchronous wrapper for scripts: the same methods, run on a private event loop."""
+
+    def __init__(self, url: str, *, log_key: str | Verifier, origin: str | None = None, timeout: float = 30.0):
+        self._loop = asyncio.new_event_loop()
+        self._client = LogClient(url, log_key=log_key, origin=origin, timeout=timeout)
+
+    def __enter__(self) -> SyncLogClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._loop.run_until_complete(attr(*args, **kwargs))
+
+        return call
+

@@ -1,0 +1,61 @@
+-- tlog SQLite schema, version 1.  See tlog/server/storage.py for the contract and the life of an entry.
+-- The database runs with journal_mode=WAL and synchronous=FULL (checked at start-up).
+
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+
+-- One row per leaf, in tree order: the RFC 6962 leaf bytes (tlog.entry.Leaf encoding).
+-- ident / lhash are the first 8 bytes (as a signed 64-bit integer) of the entry identity
+-- (tlog.entry.Leaf.identity, excludes the signature) and of the RFC 6962 leaf hash.  Non-unique
+-- integer indexes are far cheaper than a UNIQUE index on a 32-byte blob; a hit is confirmed by
+-- re-reading the leaf.
+CREATE TABLE IF NOT EXISTS leaves (
+    idx           INTEGER PRIMARY KEY,
+    leaf          BLOB    NOT NULL,
+    ident         INTEGER NOT NULL,
+    lhash         INTEGER NOT NULL,
+    key_id        BLOB,              -- provisioning key of an event entry; NULL for operator entries
+    integrated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leaves_ident ON leaves (ident);
+CREATE INDEX IF NOT EXISTS leaves_lhash ON leaves (lhash);
+
+-- Operator entries (genesis, key events, erasures) by index, so the key registry is replayed at
+-- start-up without reading every event entry.
+CREATE TABLE IF NOT EXISTS operator_entries (
+    idx INTEGER PRIMARY KEY
+);
+
+-- Payloads and salts live beside the tree, never in it (the leaf holds only their commitment).
+CREATE TABLE IF NOT EXISTS payloads (
+    idx     INTEGER PRIMARY KEY,
+    salt    BLOB NOT NULL,
+    payload BLOB NOT NULL
+);
+
+-- C2SP tlog-tiles hash tiles: tile-level L holds the hashes of tree level 8L.  A full tile
+-- (256 hashes) is immutable; the right-most tile of each level grows in place.
+CREATE TABLE IF NOT EXISTS tiles (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    data  BLOB    NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+
+-- Every checkpoint the log ever signed and published, by tree size.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size         INTEGER PRIMARY KEY,
+    timestamp_ms INTEGER NOT NULL,
+    note         BLOB    NOT NULL
+);
+
+-- The head: exactly one row.  It only moves forward, by compare-and-swap on size.
+CREATE TABLE IF NOT EXISTS head (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    size         INTEGER NOT NULL,
+    root         BLOB    NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    note         BLOB    NOT NULL
+);

@@ -1,0 +1,243 @@
+"""The running log: storage, sequencer, keys and limits, wired together for the handlers.
+
+Everything the handlers do that is not HTTP lives here, so handlers stay thin.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import tiles as tiles_mod
+from ..entry import Erasure, EventEntry, Genesis, KeyEvent, Leaf, decode_body, payload_commitment
+from ..errors import FormatError, InvariantError, KeyRegistryError, ProofError
+from ..hashing import HASH_SIZE
+from ..note import Signer
+from ..tlogproof import TlogProof
+from .config import DAY_MS, LogConfig, check_private_file
+from .sequencer import Integrated, Pending, Sequencer
+from .sqlite import SQLiteStorage, open_storage
+from .storage import Head
+from .treereader import TreeReader
+
+__all__ = ["LogState", "RateLimitedError", "NotFoundError", "TooLargeError", "Receipt"]
+
+
+class RateLimitedError(Exception):
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotFoundError(Exception):
+    """The thing asked for does not exist (yet)."""
+
+
+class TooLargeError(Exception):
+    """A body or payload over the configured limit."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    index: int
+    leaf: bytes
+    checkpoint: bytes
+    proof: list[bytes]
+    duplicate: bool
+
+    def tlog_proof(self) -> bytes:
+        return TlogProof(self.index, self.proof, self.checkpoint, self.leaf).format()
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "leaf": _b64(self.leaf), "checkpoint": self.checkpoint.decode(),
+                "proof": [_b64(h) for h in self.proof], "duplicate": self.duplicate,
+                "receipt": self.tlog_proof().decode()}
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+class _TokenBucket:
+    __slots__ = ("rate", "tokens", "stamp")
+
+    def __init__(self, rate: float):
+        self.rate, self.tokens, self.stamp = rate, rate, time.monotonic()
+
+    def take(self) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class LogState:
+    """One open log."""
+
+    def __init__(self, data_dir: str, config: LogConfig, storage: SQLiteStorage, signer: Signer,
+                 clock_ms: Callable[[], int]):
+        self.data_dir = data_dir
+        self.config = config
+        self.storage = storage
+        self.signer = signer
+        self.clock_ms = clock_ms
+        self.sequencer = Sequencer(storage, signer, config.origin, clock_ms=clock_ms,
+                                   max_batch=config.max_batch, max_pending=config.max_pending)
+        self.reader = TreeReader(storage.read_tiles)
+        self._buckets: dict[bytes, _TokenBucket] = {}
+
+    @classmethod
+    async def open(cls, data_dir: str, clock_ms: Callable[[], int] | None = None) -> LogState:
+        config = LogConfig.load(data_dir)
+        signer = Signer.from_skey(check_private_file(os.path.join(data_dir, "log.key")).decode().strip())
+        storage = await open_storage(os.path.join(data_dir, "log.db"))
+        state = cls(data_dir, config, storage, signer, clock_ms or (lambda: time.time_ns() // 1_000_000))
+        try:
+            await state.sequencer.load()
+        except BaseException:
+            await storage.close()
+            raise
+        state.sequencer.start()
+        return state
+
+    async def close(self) -> None:
+        await self.sequencer.stop()
+        await self.storage.close()
+
+    @property
+    def head(self) -> Head:
+        head = self.sequencer.head
+        if head is None:
+            raise InvariantError("log not loaded")
+        return head
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def append_event(self, body: bytes, signature: bytes, salt: bytes, payload: bytes) -> Receipt:
+        """Verify a writer's signed event entry and wait for its receipt."""
+        if len(payload) > self.config.max_payload_bytes:
+            raise TooLargeError(f"payload is {len(payload)} bytes, the limit is {self.config.max_payload_bytes}")
+        entry = decode_body(body)
+        if not isinstance(entry, EventEntry):
+            raise FormatError("POST /v1/entries takes event entries; key events go to /v1/key-events")
+        if entry.origin != self.config.origin:
+            raise KeyRegistryError(f"entry is for log {entry.origin!r}, this is {self.config.origin!r}")
+        if payload_commitment(salt, payload) != entry.commitment:
+            raise FormatError("payload and salt do not match the entry's commitment")
+        now = self.clock_ms()
+        registry = self.sequencer.registry
+        record = registry.check_event(self.head.size, Leaf(body, signature, now))
+        self._rate_limit(entry.key_id, record.rate_limit or self.config.default_rate_limit)
+        leaf = Leaf(body, signature, now)
+        result = await self.sequencer.submit(Pending(body, signature, leaf.identity(), key_id=entry.key_id,
+                                                     salt=salt, payload=payload))
+        return await self._receipt(result)
+
+    async def append_operator(self, body: bytes, signature: bytes) -> Receipt:
+        """An operator-signed key event or erasure: checked in full when it is integrated."""
+        entry = decode_body(body)
+        if not isinstance(entry, (KeyEvent, Erasure)):
+            raise FormatError("only key events and erasures are operator entries")
+        if entry.origin != self.config.origin:
+            raise KeyRegistryError(f"entry is for log {entry.origin!r}, this is {self.config.origin!r}")
+        leaf = Leaf(body, signature, self.clock_ms())
+        self.sequencer.registry.copy().apply(self.head.size, leaf)  # fail fast; re-checked in the batch
+        result = await self.sequencer.submit(Pending(body, signature, leaf.identity(), operator=True))
+        return await self._receipt(result)
+
+    def _rate_limit(self, key_id: bytes, rate: int) -> None:
+        if rate <= 0:
+            return
+        bucket = self._buckets.get(key_id)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[key_id] = _TokenBucket(float(rate))
+        wait = bucket.take()
+        if wait:
+            raise RateLimitedError(f"key {key_id.hex()[:16]} is over its limit of {rate} entries/s", wait)
+
+    async def _receipt(self, result: Integrated) -> Receipt:
+        head = result.head
+        if result.duplicate and head.size <= result.index:
+            head = self.head
+        proof = await self.inclusion_proof(result.index, head.size)
+        return Receipt(result.index, result.leaf, head.note, proof, result.duplicate)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _check_size(self, size: int) -> int:
+        if size > self.head.size:
+            raise ProofError(f"tree_size {size} is beyond the current size {self.head.size}")
+        return size
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise ProofError(f"index {index} is not in a tree of size {size}")
+        return await self.reader.inclusion_proof(index, size)
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        self._check_size(second)
+        if not 0 <= first <= second:
+            raise ProofError(f"first {first} must be between 0 and second {second}")
+        return await self.reader.consistency_proof(first, second)
+
+    async def find_leaf_hash(self, leaf_hash: bytes, size: int) -> int:
+        if len(leaf_hash) != HASH_SIZE:
+            raise FormatError(f"a leaf hash is {HASH_SIZE} bytes, not {len(leaf_hash)}")
+        index = await self.storage.find_leaf_hash(leaf_hash)
+        if index is None or index >= size:
+            raise NotFoundError(f"no leaf with that hash in the tree of size {size}")
+        return index
+
+    async def leaf(self, index: int) -> bytes:
+        if not 0 <= index < self.head.size:
+            raise NotFoundError(f"no entry {index}: the tree has {self.head.size} entries")
+        return (await self.storage.read_leaves(index, index + 1))[0]
+
+    async def hash_tile(self, tile: tiles_mod.Tile) -> bytes:
+        size = self.head.size
+        count = size >> (8 * tile.level)
+        have = min(256, count - tile.index * 256)
+        if tile.width > have:
+            raise NotFoundError(f"{tile.path()} does not exist at tree size {size}")
+        return (await self.storage.read_tiles([tile]))[0]
+
+    async def entry_bundle(self, tile: tiles_mod.Tile) -> bytes:
+        size = self.head.size
+        have = min(256, size - tile.index * 256)
+        if tile.width > have:
+            raise NotFoundError(f"{tile.path()} does not exist at tree size {size}")
+        start = tile.index * 256
+        return tiles_mod.encode_entry_bundle(await self.storage.read_leaves(start, start + tile.width))
+
+    def registry_json(self) -> dict:
+        return self.sequencer.registry.to_json()
+
+    def describe_entry(self, index: int, leaf_bytes: bytes) -> dict:
+        leaf = Leaf.decode(leaf_bytes)
+        entry = leaf.entry
+        out = {"index": index, "leaf": _b64(leaf_bytes), "integrated_ms": leaf.integrated_ms,
+               "kind": type(entry).__name__}
+        if isinstance(entry, EventEntry):
+            record = self.sequencer.registry.keys.get(entry.key_id)
+            out.update(key_id=entry.key_id.hex(), key_name=getattr(record, "name", None),
+                       timestamp_ms=entry.timestamp_ms, commitment=_b64(entry.commitment))
+        elif isinstance(entry, (KeyEvent, Genesis, Erasure)):
+            out["event"] = _entry_json(entry)
+        return out
+
+
+def _entry_json(entry) -> dict:
+    out = {}
+    for name, value in vars(entry).items() if hasattr(entry, "__dict__") else []:
+        out[name] = _b64(value) if isinstance(value, bytes) else (
+            value.to_text() if hasattr(value, "to_text") else value)
+    return out
+
