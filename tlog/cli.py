@@ -1,7 +1,7 @@
 """The ``tlog`` command line.  Every failure is one line on stderr and a non-zero exit, never a traceback.
 
-Exit codes: 0 success, 1 verification failed / refused by the log, 2 usage or input error,
-3 cannot reach the log.
+Exit codes: 0 success, 1 verification failed / refused by the log, 2 usage, input or configuration
+error, 3 cannot reach the log, 4 integrity failure (stored data contradicts itself).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import aiohttp
 
 from .client import LogClient, LogServerError
 from .entry import Leaf, register_event, revoke_event, rotate_event
-from .errors import TlogError
+from .errors import InvariantError, TlogError
+from .server.config import ConfigError
+from .server.storage import StorageError
 from .keys import KeyType, PrivateKey, PublicKey
 from .note import Verifier
 from .registry import Registry
@@ -441,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"tlog: {exc}", file=sys.stderr)
         return 2
+    except (ConfigError, StorageError) as exc:
+        print(f"tlog: {exc}", file=sys.stderr)
+        return 2
+    except InvariantError as exc:
+        print(f"tlog: integrity failure, refusing to continue: {exc}", file=sys.stderr)
+        return 4
     except TlogError as exc:
         print(f"tlog: {exc}", file=sys.stderr)
         return 1
