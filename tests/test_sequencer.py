@@ -1,0 +1,193 @@
+"""The sequencer against the real SQLite backend, in process, with an injected clock and injected
+storage faults: group commit, deduplication, compare-and-swap, failure handling, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from tlog.checkpoint import Checkpoint
+from tlog.entry import EventEntry, Leaf, payload_commitment, register_event, sign_entry
+from tlog.errors import KeyRegistryError
+from tlog.keys import KeyType, PrivateKey
+from tlog.proof import verify_consistency
+from tlog.server.config import check_private_file
+from tlog.server.init import init_log
+from tlog.server.sequencer import BacklogFullError, Pending, Sequencer, WritesStoppedError
+from tlog.server.sqlite import open_storage
+from tlog.server.storage import StorageFailedError, StorageFullError
+from tlog.server.treereader import TreeReader
+from tlog.note import Signer
+
+ORIGIN = "example.com/seq"
+DAY = 86_400_000
+
+
+class Clock:
+    def __init__(self, start: int):
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class FaultyStorage:
+    """Wraps a storage and fails the next commits with the given exceptions (fail, not persist)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.failures: list[Exception] = []
+        self.commits = 0
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    async def commit_batch(self, batch, expected_size):
+        if self.failures:
+            raise self.failures.pop(0)
+        self.commits += 1
+        return await self._inner.commit_batch(batch, expected_size)
+
+
+@pytest.fixture
+async def log(tmp_path):
+    data = str(tmp_path / "log")
+    clock = Clock(1_800_000_000_000)
+    await init_log(data, ORIGIN, clock_ms=clock)
+    storage = FaultyStorage(await open_storage(os.path.join(data, "log.db")))
+    signer = Signer.from_skey(check_private_file(os.path.join(data, "log.key")).decode().strip())
+    seq = Sequencer(storage, signer, ORIGIN, clock_ms=clock, max_pending=8)
+    await seq.load()
+    seq.start()
+    operator = PrivateKey.from_pem(check_private_file(os.path.join(data, "operator.key")))
+    writer = PrivateKey.generate(KeyType.ED25519)
+    reg = register_event(ORIGIN, clock.now, writer.public_key, "w", clock.now - DAY, clock.now + DAY)
+    await seq.submit(operator_pending(reg, operator, clock.now))
+    yield seq, storage, clock, writer, data
+    await seq.stop()
+    await storage.close()
+
+
+def operator_pending(event, operator, now) -> Pending:
+    leaf = Leaf(event.encode(), sign_entry(event, operator), now)
+    return Pending(leaf.body, leaf.signature, leaf.identity(), operator=True)
+
+
+def event_pending(writer: PrivateKey, now: int, payload: bytes = b"x", salt: bytes | None = None) -> Pending:
+    salt = salt or os.urandom(16)
+    entry = EventEntry(ORIGIN, writer.public_key.key_id, now, payload_commitment(salt, payload))
+    leaf = Leaf(entry.encode(), sign_entry(entry, writer), now)
+    return Pending(leaf.body, leaf.signature, leaf.identity(), key_id=entry.key_id, salt=salt, payload=payload)
+
+
+async def test_group_commit_and_consistency(log):
+    seq, storage, clock, writer, _ = log
+    before = seq.head
+    results = await asyncio.gather(*(seq.submit(event_pending(writer, clock.now, b"%d" % i)) for i in range(8)))
+    assert sorted(r.index for r in results) == list(range(before.size, before.size + 8))
+    assert seq.batches < before.size + 8  # several entries shared a batch
+    head = seq.head
+    proof = await TreeReader(storage.read_tiles).consistency_proof(before.size, head.size)
+    verify_consistency(before.size, head.size, proof, before.root, head.root)
+    assert Checkpoint.parse(head.note.split(b"\n\n")[0].decode() + "\n").size == head.size
+
+
+async def test_duplicates_in_one_batch_and_across_batches(log):
+    seq, _, clock, writer, _ = log
+    p = event_pending(writer, clock.now, b"same", salt=b"s" * 16)
+    twin = event_pending(writer, clock.now, b"same", salt=b"s" * 16)
+    a, b = await asyncio.gather(seq.submit(p), seq.submit(twin))
+    assert a.index == b.index and b.duplicate
+    again = await seq.submit(event_pending(writer, clock.now, b"same", salt=b"s" * 16))
+    assert again.index == a.index and again.duplicate
+    assert seq.head.size == a.index + 1
+
+
+async def test_checkpoint_time_strictly_increases_when_clock_steps_back(log):
+    seq, _, clock, writer, _ = log
+    first = seq.head.timestamp_ms
+    clock.now -= 3_600_000
+    r1 = await seq.submit(event_pending(writer, clock.now + 3_600_000 - 1))
+    assert r1.head.timestamp_ms == first + 1
+    r2 = await seq.submit(event_pending(writer, clock.now + 3_600_000 - 1))
+    assert r2.head.timestamp_ms == first + 2
+    # Integration times never go backwards either.
+    assert Leaf.decode(r2.leaf).integrated_ms >= Leaf.decode(r1.leaf).integrated_ms
+
+
+async def test_storage_full_fails_batch_and_recovers(log):
+    seq, storage, clock, writer, _ = log
+    head = seq.head
+    storage.failures.append(StorageFullError("disk full"))
+    with pytest.raises(StorageFullError):
+        await seq.submit(event_pending(writer, clock.now))
+    assert seq.head == head and seq.stopped is None  # memory equals storage
+    assert (await storage.head()) == head
+    ok = await seq.submit(event_pending(writer, clock.now))
+    assert ok.index == head.size
+
+
+async def test_io_failure_stops_writes(log):
+    seq, storage, clock, writer, _ = log
+    head = seq.head
+    storage.failures.append(StorageFailedError("fsync failed"))
+    with pytest.raises(WritesStoppedError):
+        await seq.submit(event_pending(writer, clock.now))
+    with pytest.raises(WritesStoppedError):
+        await seq.submit(event_pending(writer, clock.now))
+    assert seq.head == head and (await storage.head()) == head
+
+
+async def test_head_compare_and_swap(log):
+    seq, storage, clock, writer, _ = log
+    # Someone else moves the head (a second writer on the same database): the CAS fails, writes stop.
+    await storage.execute_write("UPDATE head SET size = size + 1 WHERE id = 1")
+    with pytest.raises(WritesStoppedError):
+        await seq.submit(event_pending(writer, clock.now))
+    assert "no longer at size" in str(seq.stopped)
+
+
+async def test_backlog_full_is_refused(log):
+    seq, storage, clock, writer, _ = log
+    gate = asyncio.Event()
+    inner_commit = storage.commit_batch
+
+    async def slow_commit(batch, expected_size):
+        await gate.wait()
+        return await inner_commit(batch, expected_size)
+
+    storage.commit_batch = slow_commit
+    first = asyncio.ensure_future(seq.submit(event_pending(writer, clock.now)))
+    await asyncio.sleep(0.05)  # the first batch is now stuck in commit
+    waiting = [asyncio.ensure_future(seq.submit(event_pending(writer, clock.now))) for _ in range(8)]
+    await asyncio.sleep(0)
+    with pytest.raises(BacklogFullError):
+        await seq.submit(event_pending(writer, clock.now))
+    gate.set()
+    done = await asyncio.gather(first, *waiting)
+    assert len({r.index for r in done}) == 9  # everything accepted before is integrated
+
+
+async def test_entry_invalid_at_integration_time_is_refused(log):
+    seq, _, clock, writer, _ = log
+    clock.now += 2 * DAY  # the key expired between the handler's check and integration
+    with pytest.raises(KeyRegistryError):
+        await seq.submit(event_pending(writer, clock.now))
+
+
+async def test_restart_rebuilds_state(log, tmp_path):
+    seq, storage, clock, writer, data = log
+    for i in range(300):  # cross a full tile boundary
+        await seq.submit(event_pending(writer, clock.now, b"%d" % i))
+    head = seq.head
+    other = await open_storage(os.path.join(data, "log.db"))
+    try:
+        fresh = Sequencer(other, seq.signer, ORIGIN, clock_ms=clock)
+        await fresh.load()
+        assert fresh.head == head and fresh.range.root() == head.root
+        assert fresh.partial == seq.partial
+        assert fresh.registry.to_json() == seq.registry.to_json()
+    finally:
+        await other.close()
