@@ -208,3 +208,37 @@ def test_keygen_refuses_overwrite(tmp_path, key_type):
     tlog_cmd("keygen", "--out", key, "--type", key_type)
     again = tlog_cmd("keygen", "--out", key, "--type", key_type, check=False)
     assert again.returncode == 2 and b"refusing to overwrite" in again.stderr
+
+
+def test_cli_rotate_and_revoke(log_server, tmp_path):
+    env = _env(log_server)
+    op = os.path.join(log_server.data, "operator.key")
+    old, new = str(tmp_path / "old.key"), str(tmp_path / "new.key")
+    tlog_cmd("keygen", "--out", old)
+    tlog_cmd("keygen", "--out", new, "--type", "p256")
+    tlog_cmd("keys", "register", "--operator-key", op, "--key", old + ".pub", "--name", "svc", env=env)
+    tlog_cmd("append", "--key", old, input=b"before rotation", env=env)
+    rot = tlog_cmd("keys", "rotate", "--operator-key", op, "--old", "svc", "--key", new + ".pub",
+                   "--overlap", "1h", env=env)
+    assert b"rotate recorded at index 3" in rot.stdout
+    # During the overlap both keys append.
+    tlog_cmd("append", "--key", old, input=b"old key in overlap", env=env)
+    tlog_cmd("append", "--key", new, input=b"new key", env=env)
+    listing = json.loads(tlog_cmd("keys", "list", "--json", env=env).stdout)["registry"]
+    recs = {r["name"] + ("-new" if r.get("replaces") else ""): r for r in listing["keys"].values()}
+    assert recs["svc"]["replaced_by"] == recs["svc-new"]["key_id"]
+    assert listing["names"]["svc"] == recs["svc-new"]["key_id"]
+    rev = tlog_cmd("keys", "revoke", "--operator-key", op, "--key", old + ".pub",
+                   "--compromised-since", "+1h", env=env)
+    assert b"revoke recorded" in rev.stdout
+    refused = tlog_cmd("append", "--key", old, input=b"after revocation", env=env, check=False)
+    assert refused.returncode == 1 and b"403" in refused.stderr and b"revoked" in refused.stderr
+    tlog_cmd("append", "--key", new, input=b"new key still fine", env=env)
+    human = tlog_cmd("keys", "list", env=env).stdout.decode()
+    assert "COMPROMISED since" in human and "active" in human
+    # Without the operator key nothing is registered.
+    stranger = str(tmp_path / "stranger.key")
+    tlog_cmd("keygen", "--out", stranger)
+    bad = tlog_cmd("keys", "register", "--operator-key", stranger, "--key", stranger + ".pub",
+                   "--name", "x", env=env, check=False)
+    assert bad.returncode == 1 and b"403" in bad.stderr
