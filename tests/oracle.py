@@ -17,10 +17,12 @@ changes nothing but the running time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["rfc_leaf_hash", "largest_power_of_two_below", "Oracle"]
+__all__ = ["rfc_leaf_hash", "largest_power_of_two_below", "Oracle", "PeriodicOracle",
+           "rfc_inclusion_length", "rfc_consistency_length"]
 
 
 def rfc_leaf_hash(data: bytes) -> bytes:
@@ -103,3 +105,59 @@ class Oracle:
         if m <= k:
             return self._subproof(m, lo, lo + k, b) + [self.mth(lo + k, hi)]
         return self._subproof(m - k, lo + k, hi, False) + [self.mth(lo, lo + k)]
+
+
+class PeriodicOracle:
+    """RFC 6962 §2.1 for a tree of any size up to 2**63 - 1 whose leaf hashes alternate A, B.
+
+    Every perfect subtree of height >= 1 then has one hash per level, so any stored node, and MTH of
+    any prefix (by the §2.1 recursion on sizes alone), costs O(63) hashes.
+    """
+
+    A, B = rfc_leaf_hash(b"even"), rfc_leaf_hash(b"odd")
+
+    def __init__(self) -> None:
+        self.level = [b"", _interior(self.A, self.B)]
+        for _ in range(62):
+            self.level.append(_interior(self.level[-1], self.level[-1]))
+
+    def node(self, level: int, index: int) -> bytes:
+        """The hash of the perfect subtree (level, index)."""
+        if level == 0:
+            return self.B if index & 1 else self.A
+        return self.level[level]
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 (a few long-lived instances)
+    def mth(self, n: int, odd_start: bool = False) -> bytes:
+        """MTH of n leaves starting at a position aligned for them (odd only for a single leaf)."""
+        if n == 1:
+            return self.B if odd_start else self.A
+        k = largest_power_of_two_below(n) if n & (n - 1) else n
+        if k == n:
+            return self.level[n.bit_length() - 1]
+        return _interior(self.mth(k, odd_start), self.mth(n - k, k == 1))
+
+
+def _rfc_rounds(fn: int, sn: int) -> int:
+    """Rounds of the RFC 9162 §2.1.3.2 / §2.1.4.2 loop until sn reaches 0: one proof element each."""
+    rounds = 0
+    while sn:
+        if fn == sn and not fn & 1:
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        fn, sn, rounds = fn >> 1, sn >> 1, rounds + 1
+    return rounds
+
+
+def rfc_inclusion_length(index: int, size: int) -> int:
+    """The proof length the RFC 9162 §2.1.3.2 loop accepts, derived by running the loop itself."""
+    return _rfc_rounds(index, size - 1)
+
+
+def rfc_consistency_length(m: int, n: int) -> int:
+    """The same for §2.1.4.2 (0 < m < n): the first element, the loop rounds, minus the prepended
+    old root when m is a power of two."""
+    fn, sn = m - 1, n - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    return 1 + _rfc_rounds(fn, sn) - (1 if m & (m - 1) == 0 else 0)

@@ -17,7 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tlog.proof as proof_module
-from tests.oracle import Oracle, rfc_leaf_hash
+from tests.oracle import (Oracle, PeriodicOracle, rfc_consistency_length, rfc_inclusion_length,
+                          rfc_leaf_hash)
 from tlog.errors import InvariantError, ProofError
 from tlog.hashing import EMPTY_ROOT
 from tlog.proof import (Plan, consistency_plan, inclusion_plan, root_from_inclusion, root_plan,
@@ -189,10 +190,12 @@ def proof_mutations(p: list[bytes]) -> dict[str, list[bytes]]:
     return out
 
 
-def rejects(call, *args) -> ProofError:
-    with pytest.raises(ProofError) as info:
+def rejects(call, *args, name: str = "") -> ProofError:
+    try:
         call(*args)
-    return info.value
+    except ProofError as e:
+        return e
+    pytest.fail(f"{call.__name__} accepted {name or 'a bad proof'}: {args[1:3] if len(args) > 2 else args}")
 
 
 def test_inclusion_mutations_are_rejected() -> None:
@@ -203,7 +206,7 @@ def test_inclusion_mutations_are_rejected() -> None:
             leaf = LEAVES[index]
             for name, bad in proof_mutations(p).items():
                 if bad != p:
-                    rejects(verify_inclusion, leaf, index, size, bad, root)
+                    rejects(verify_inclusion, leaf, index, size, bad, root, name=name)
             rejects(verify_inclusion, OTHER, index, size, p, root)  # wrong leaf
             rejects(verify_inclusion, leaf, index, size, p, ORACLE.root(size - 1))  # root of size - 1
             rejects(verify_inclusion, leaf, index, size, p, flip(root, 9))  # root bit flip
@@ -223,7 +226,7 @@ def test_consistency_mutations_are_rejected() -> None:
             p, root_m = ORACLE.proof(m, n), ORACLE.root(m)
             for name, bad in proof_mutations(p).items():
                 if bad != p:
-                    rejects(verify_consistency, m, n, bad, root_m, root_n)
+                    rejects(verify_consistency, m, n, bad, root_m, root_n, name=name)
             if root_m != root_n:
                 rejects(verify_consistency, m, n, p, root_n, root_m)  # swapped roots
             rejects(verify_consistency, m, n, p, flip(root_m, 3), root_n)  # wrong old root
@@ -233,7 +236,8 @@ def test_consistency_mutations_are_rejected() -> None:
                 rejects(verify_consistency, m - 1, n, p, ORACLE.root(m - 1), root_n)  # old size - 1
             rejects(verify_consistency, m, n + 1, p, root_m, ORACLE.root(n + 1))  # new size + 1
             rejects(verify_consistency, m, n - 1, p, root_m, ORACLE.root(n - 1))  # new size - 1
-            rejects(verify_consistency, n, m, p, root_n, root_m) if m != n else None  # sizes swapped
+            if m != n:
+                rejects(verify_consistency, n, m, p, root_n, root_m)  # sizes swapped
 
 
 def test_trivial_consistency_rules() -> None:
@@ -266,32 +270,37 @@ class Hashed(Exception):
     pass
 
 
-def test_preconditions_before_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+LEAF2, ROOT5, PATH2 = LEAVES[2], ORACLE.root(5), ORACLE.path(2, 5)
+PRECONDITIONS = [
+    (verify_inclusion, (LEAF2, 2, 5, PATH2[:-1], ROOT5), "has 2 hashes, want 3"),
+    (verify_inclusion, (LEAF2, 2, 5, PATH2 + [ROOT5], ROOT5), "has 4 hashes, want 3"),
+    (verify_inclusion, (LEAF2, 5, 5, PATH2, ROOT5), "leaf index 5 out of range for tree size 5"),
+    (verify_inclusion, (LEAF2, -1, 5, PATH2, ROOT5), "leaf index -1 out of range"),
+    (verify_inclusion, (LEAF2[:31], 2, 5, PATH2, ROOT5), "leaf hash is not a 32-byte hash"),
+    (verify_inclusion, (LEAF2, 2, 5, PATH2, ROOT5 + b"\x00"), r"root is not a 32-byte hash \(got 33 bytes\)"),
+    (verify_inclusion, (LEAF2, 2, 5, [PATH2[0], PATH2[1][:16], PATH2[2]], ROOT5),
+     r"proof\[1\] is not a 32-byte"),
+    (verify_inclusion, (LEAF2, 2, 2**63, PATH2, ROOT5), f"tree size {2**63} out of range"),
+    (verify_inclusion, (LEAF2, 2, 5, b"".join(PATH2), ROOT5), "sequence of hashes, not a single string"),
+    (verify_inclusion, (LEAF2, 2, 5, 7, ROOT5), "sequence of hashes, got int"),
+    (verify_consistency, (3, 5, ORACLE.proof(3, 5)[:-1], ORACLE.root(3), ROOT5), "has 3 hashes, want 4"),
+    (verify_consistency, (6, 5, [], ROOT5, ROOT5), "old tree size 6 > new tree size 5"),
+    (verify_consistency, (3, 5, [], ORACLE.root(3), ROOT5), "from size 3 to 5 has 0 hashes, want 4"),
+    (verify_consistency, (3, 5, ORACLE.proof(3, 5), b"", ROOT5), "old root is not a 32-byte hash"),
+    (verify_consistency, (3, 5, ORACLE.proof(3, 5), ROOT5, None), "new root is not a 32-byte hash"),
+]
+
+
+@pytest.mark.parametrize("call,args,message", PRECONDITIONS)
+def test_preconditions_before_hashing(monkeypatch: pytest.MonkeyPatch, call, args, message: str) -> None:
     def no_hashing(data: bytes = b""):
         raise Hashed
 
     monkeypatch.setattr(proof_module, "_sha256", no_hashing)
-    leaf, root, p = LEAVES[2], ORACLE.root(5), ORACLE.path(2, 5)
-    cases = [
-        (verify_inclusion, (leaf, 2, 5, p[:-1], root), "has 2 hashes, want 3"),
-        (verify_inclusion, (leaf, 2, 5, p + [root], root), "has 4 hashes, want 3"),
-        (verify_inclusion, (leaf, 5, 5, p, root), "leaf index 5 out of range for tree size 5"),
-        (verify_inclusion, (leaf, -1, 5, p, root), "leaf index -1 out of range"),
-        (verify_inclusion, (leaf[:31], 2, 5, p, root), "leaf hash is not a 32-byte hash"),
-        (verify_inclusion, (leaf, 2, 5, p, root + b"\x00"), r"root is not a 32-byte hash \(got 33 bytes\)"),
-        (verify_inclusion, (leaf, 2, 5, [p[0], p[1][:16], p[2]], root), r"proof\[1\] is not a 32-byte"),
-        (verify_inclusion, (leaf, 2, 2**63, p, root), f"tree size {2**63} out of range"),
-        (verify_consistency, (3, 5, ORACLE.proof(3, 5)[:-1], ORACLE.root(3), root), "has 3 hashes, want 4"),
-        (verify_consistency, (6, 5, [], root, root), "old tree size 6 > new tree size 5"),
-        (verify_consistency, (3, 5, [], ORACLE.root(3), root), "from size 3 to 5 has 0 hashes, want 4"),
-        (verify_consistency, (3, 5, ORACLE.proof(3, 5), b"", root), "old root is not a 32-byte hash"),
-        (verify_consistency, (3, 5, ORACLE.proof(3, 5), root, None), "new root is not a 32-byte hash"),
-    ]
-    for call, args, message in cases:
-        with pytest.raises(ProofError, match=message):
-            call(*args)
+    with pytest.raises(ProofError, match=message):
+        call(*args)
     with pytest.raises(Hashed):  # the patch is live: a well-formed proof does reach the hashing
-        verify_inclusion(leaf, 2, 5, p, root)
+        verify_inclusion(LEAF2, 2, 5, PATH2, ROOT5)
 
 
 def test_root_mismatch_carries_both_roots() -> None:
@@ -432,31 +441,6 @@ def test_consistency_vectors() -> None:
 SIZES = st.integers(1, MAX_TREE_SIZE)
 
 
-def rfc_inclusion_length(index: int, size: int) -> int:
-    """The proof length RFC 9162 §2.1.3.2 accepts: the number of loop rounds until sn reaches 0."""
-    fn, sn, rounds = index, size - 1, 0
-    while sn:
-        if fn == sn and not fn & 1:
-            while fn and not fn & 1:
-                fn, sn = fn >> 1, sn >> 1
-        fn, sn, rounds = fn >> 1, sn >> 1, rounds + 1
-    return rounds
-
-
-def rfc_consistency_length(m: int, n: int) -> int:
-    """The same for RFC 9162 §2.1.4.2: rounds after the first element, minus the prepended old root."""
-    fn, sn = m - 1, n - 1
-    while fn & 1:
-        fn, sn = fn >> 1, sn >> 1
-    rounds = 1
-    while sn:
-        if fn == sn and not fn & 1:
-            while fn and not fn & 1:
-                fn, sn = fn >> 1, sn >> 1
-        fn, sn, rounds = fn >> 1, sn >> 1, rounds + 1
-    return rounds - (1 if m & (m - 1) == 0 else 0)
-
-
 def leaves_covered(ids: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return sorted((i << lv, (i + 1) << lv) for lv, i in ids)
 
@@ -469,6 +453,7 @@ def assert_tiles(ranges: list[tuple[int, int]], size: int) -> None:
     assert pos == size
 
 
+@settings(deadline=None)
 @given(st.data(), SIZES)
 def test_inclusion_plan_shape_at_any_size(data: st.DataObject, size: int) -> None:
     index = data.draw(st.one_of(st.integers(0, size - 1), st.sampled_from([0, size - 1])))
@@ -480,9 +465,11 @@ def test_inclusion_plan_shape_at_any_size(data: st.DataObject, size: int) -> Non
     assert_tiles(sorted(leaves_covered(plan.ids) + [(index, index + 1)]), size)
 
 
+@settings(deadline=None)
 @given(st.data(), SIZES)
 def test_consistency_plan_shape_at_any_size(data: st.DataObject, n: int) -> None:
-    m = data.draw(st.one_of(st.integers(1, n), st.sampled_from([1, n, max(1, n - 1), 1 << (n.bit_length() - 1)])))
+    edges = [1, n, max(1, n - 1), 1 << (n.bit_length() - 1)]
+    m = data.draw(st.one_of(st.integers(1, n), st.sampled_from(edges)))
     plan = consistency_plan(m, n)
     produced = len(plan.rehash([OTHER] * len(plan.ids)))
     if m == n:
@@ -496,51 +483,26 @@ def test_consistency_plan_shape_at_any_size(data: st.DataObject, n: int) -> None
     assert_tiles(sorted(leaves_covered(plan.ids) + extra), n)
 
 
-class PeriodicTree:
-    """A tree of any size up to 2**63 - 1 whose leaves alternate A, B: every perfect subtree of height
-    >= 1 has the same hash per level, so stored nodes and roots are computable in O(63)."""
-
-    A, B = rfc_leaf_hash(b"even"), rfc_leaf_hash(b"odd")
-
-    def __init__(self) -> None:
-        self.level = [b"", hashlib.sha256(b"\x01" + self.A + self.B).digest()]
-        for _ in range(62):
-            self.level.append(hashlib.sha256(b"\x01" + self.level[-1] + self.level[-1]).digest())
-
-    def node(self, level: int, index: int) -> bytes:
-        if level == 0:
-            return self.B if index & 1 else self.A
-        return self.level[level]
-
-    @functools.lru_cache(maxsize=None)  # noqa: B019 (one module-level instance)
-    def mth(self, n: int, odd_start: bool = False) -> bytes:
-        """MTH of n leaves starting at an aligned position (RFC 6962 §2.1 recursion on sizes only)."""
-        if n == 1:
-            return self.B if odd_start else self.A
-        if n & (n - 1) == 0:
-            return self.level[n.bit_length() - 1]
-        k = 1 << ((n - 1).bit_length() - 1)
-        return hashlib.sha256(b"\x01" + self.mth(k, odd_start) + self.mth(n - k, k == 1)).digest()
-
-    def prove(self, plan: Plan) -> list[bytes]:
-        return plan.rehash([self.node(*i) for i in plan.ids])
+PERIODIC = PeriodicOracle()
 
 
-PERIODIC = PeriodicTree()
+def periodic_prove(plan: Plan) -> list[bytes]:
+    return plan.rehash([PERIODIC.node(*i) for i in plan.ids])
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.data(), SIZES)
 def test_huge_trees_end_to_end(data: st.DataObject, n: int) -> None:
     root_n = PERIODIC.mth(n)
-    assert PERIODIC.prove(root_plan(n)) == [root_n]
+    assert periodic_prove(root_plan(n)) == [root_n]
     index = data.draw(st.integers(0, n - 1))
     leaf = PERIODIC.node(0, index)
-    p = PERIODIC.prove(inclusion_plan(index, n))
+    p = periodic_prove(inclusion_plan(index, n))
     verify_inclusion(leaf, index, n, p, root_n)
-    rejects(verify_inclusion, leaf, index, n, p[:-1], root_n) if p else None
+    if p:
+        rejects(verify_inclusion, leaf, index, n, p[:-1], root_n)
     m = data.draw(st.integers(1, n))
-    c = PERIODIC.prove(consistency_plan(m, n))
+    c = periodic_prove(consistency_plan(m, n))
     verify_consistency(m, n, c, PERIODIC.mth(m), root_n)
     if c:
         rejects(verify_consistency, m, n, [flip(c[0], 0)] + c[1:], PERIODIC.mth(m), root_n)
@@ -569,13 +531,14 @@ def test_random_proofs_in_a_few_thousand_leaves(data: st.DataObject, n: int) -> 
 
 ANY_SIZE = st.one_of(st.integers(-3, 70), st.integers(-2**70, 2**70), st.just(MAX_TREE_SIZE),
                      st.booleans(), st.floats(allow_nan=True), st.text(max_size=3), st.none())
-ANY_HASH = st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40), st.none(),
-                     st.integers(), st.text(max_size=4), st.builds(bytearray, st.binary(min_size=32, max_size=32)))
-ANY_PROOF = st.one_of(st.lists(ANY_HASH, max_size=70), st.lists(st.binary(min_size=32, max_size=32), max_size=8),
+HASH32 = st.binary(min_size=32, max_size=32)
+ANY_HASH = st.one_of(HASH32, st.binary(max_size=40), st.none(), st.integers(), st.text(max_size=4),
+                     st.builds(bytearray, HASH32))
+ANY_PROOF = st.one_of(st.lists(ANY_HASH, max_size=70), st.lists(HASH32, max_size=8),
                       st.binary(max_size=64), st.none(), st.integers(), st.text(max_size=3))
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(ANY_HASH, ANY_SIZE, ANY_SIZE, ANY_PROOF, ANY_HASH)
 def test_fuzz_only_proof_errors(leaf, a, b, p, root) -> None:
     for call, args in ((verify_inclusion, (leaf, a, b, p, root)), (root_from_inclusion, (leaf, a, b, p)),
@@ -587,7 +550,7 @@ def test_fuzz_only_proof_errors(leaf, a, b, p, root) -> None:
             pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.data(), st.integers(1, MAX_TREE_SIZE))
 def test_fuzz_well_shaped_random_proofs(data: st.DataObject, size: int) -> None:
     """Right-length proofs of random hashes run the RFC loops to the end and fail on the root."""

@@ -84,6 +84,7 @@ def test_perfect_subtrees_partition_every_small_size() -> None:
         check_partition(size, perfect_subtrees(size))
 
 
+@settings(deadline=None)
 @given(st.integers(0, MAX_TREE_SIZE))
 def test_perfect_subtrees_partition_large(size: int) -> None:
     check_partition(size, perfect_subtrees(size))

@@ -15,7 +15,7 @@ Sizes are Python ints in ``[0, 2**63 - 1]``.  Pure and synchronous: no I/O, no c
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import InvariantError, ProofError
 from .hashing import EMPTY_ROOT, HASH_SIZE
@@ -55,12 +55,13 @@ class Plan:
     def __repr__(self) -> str:
         return f"Plan(ids={self.ids!r}, runs={self._runs!r})"
 
-    def rehash(self, hashes: Sequence[bytes]) -> list[bytes]:
+    def rehash(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Combine the hashes read for ``ids`` (same order) into the proof hashes.
 
         A wrong count or a hash that is not exactly 32 bytes raises ``ProofError``: the hashes come
         from storage or, for a client reading tiles, from an untrusted server.
         """
+        hashes = list(hashes)
         if len(hashes) != len(self.ids):
             raise ProofError(f"plan needs {len(self.ids)} hashes, got {len(hashes)}")
         for i, h in enumerate(hashes):
@@ -112,7 +113,7 @@ def _check_sizes(m: object, n: object) -> tuple[int, int]:
 
 def _check_hash(value: object, what: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != HASH_SIZE:
-        got = f"{len(value)} bytes" if isinstance(value, (bytes, bytearray)) else type(value).__name__
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
         raise ProofError(f"{what} is not a {HASH_SIZE}-byte hash (got {got})")
     return value
 
@@ -203,9 +204,8 @@ def consistency_plan(m: int, n: int) -> Plan:
     """RFC 9162 §2.1.4.1 PROOF(m, D[n]) = SUBPROOF(m, D[n], true): the plan of a consistency proof.
 
     ``m == n`` and ``m == 0`` give the empty proof.  Otherwise walks SUBPROOF top-down: at ``D[lo:hi]``
-    split at ``k``, if the old tree ends in the left half the proof gets the right half, else the left
-    half (and ``b`` becomes false); it ends at the subtree ``D[lo:m]``, whose hash is part of the proof
-    unless it is the whole old tree (``b`` still true).
+    split at ``k``, the proof gets the half the old tree does not end in (``b`` turns false on going
+    right); it ends at ``D[lo:m]``, itself in the proof unless it is the whole old tree.
     """
     m, n = _check_sizes(m, n)
     if m == 0 or m == n:
@@ -252,6 +252,11 @@ def root_from_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence
     if len(path) != want:
         raise ProofError(f"inclusion proof for leaf {index} in tree size {size} has "
                          f"{len(path)} hashes, want {want}")
+    return _inclusion_root(index, size, leaf_hash, path)
+
+
+def _inclusion_root(index: int, size: int, leaf_hash: bytes, path: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2 steps 2–4 on a proof of the right length."""
     fn, sn, r = index, size - 1, leaf_hash
     for p in path:
         if sn == 0:
@@ -283,7 +288,7 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
 
 
 def verify_consistency(m: int, n: int, proof: Sequence[bytes], root_m: bytes, root_n: bytes) -> None:
-    """RFC 9162 §2.1.4.2: check that the tree ``root_n`` of size ``n`` extends the tree ``root_m`` of size ``m``.
+    """RFC 9162 §2.1.4.2: check that tree ``root_n`` (size ``n``) extends tree ``root_m`` (size ``m``).
 
     ``m == n`` needs an empty proof and equal roots; ``m == 0`` needs an empty proof and
     ``root_m == EMPTY_ROOT`` (the empty tree is a prefix of every tree).  Raises ``ProofError``; a

@@ -68,7 +68,7 @@ def _check_leaf_hashes(hashes: list[bytes]) -> None:
         return  # the common case, checked by two C-level passes
     for i, h in enumerate(hashes):
         if type(h) is not bytes or len(h) != HASH_SIZE:
-            got = f"{len(h)} bytes" if isinstance(h, (bytes, bytearray)) else type(h).__name__
+            got = f"{len(h)} bytes" if type(h) is bytes else type(h).__name__
             raise FormatError(f"hash #{i} is not a {HASH_SIZE}-byte bytes value (got {got})")
     raise InvariantError("hash check disagrees with itself")  # pragma: no cover
 
