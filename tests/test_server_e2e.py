@@ -242,3 +242,24 @@ def test_cli_rotate_and_revoke(log_server, tmp_path):
     bad = tlog_cmd("keys", "register", "--operator-key", stranger, "--key", stranger + ".pub",
                    "--name", "x", env=env, check=False)
     assert bad.returncode == 1 and b"403" in bad.stderr
+
+
+def test_sync_client_and_get_checks_registry(log_server, tmp_path):
+    from tlog.client import SyncLogClient
+
+    env = _env(log_server)
+    key = str(tmp_path / "w.key")
+    tlog_cmd("keygen", "--out", key)
+    tlog_cmd("keys", "register", "--operator-key", os.path.join(log_server.data, "operator.key"),
+             "--key", key + ".pub", "--name", "sync", env=env)
+    with open(key, "rb") as f:
+        writer = PrivateKey.from_pem(f.read())
+    with SyncLogClient(log_server.url, log_key=log_server.vkey) as client:
+        receipt = client.append(writer, b"from a script")
+        assert receipt.index == 2 and client.checkpoint().size == 3
+    got = json.loads(tlog_cmd("get", "2", env=env).stdout)
+    assert got["signature_verified_with"] == writer.public_key.key_id_hex
+    missing = tlog_cmd("get", "99", env=env, check=False)
+    assert missing.returncode == 1 and b"404" in missing.stderr
+    unreachable = tlog_cmd("get", "1", "--log", "http://127.0.0.1:1", env=env, check=False)
+    assert unreachable.returncode == 3 and b"cannot reach" in unreachable.stderr

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from .client import LogClient, LogServerError
-from .entry import Leaf, register_event, revoke_event, rotate_event
+from .entry import EventEntry, Leaf, register_event, revoke_event, rotate_event
 from .errors import InvariantError, TlogError
 from .server.config import ConfigError
 from .server.storage import StorageError
@@ -256,24 +256,30 @@ async def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return await _submit_operator(args, make)
 
 
-async def cmd_keys_list(args: argparse.Namespace) -> int:
-    """The registry as the log proves it: every operator entry is fetched with an inclusion proof
-    against a verified checkpoint and replayed locally."""
-    async with _client(args) as client:
-        cp = await client.checkpoint()
-        reg = await _registry_info(client)
-        leaves = []
-        for index in reg.get("operator_entries", []):
-            entry = await client.get_entry(int(index))
-            leaves.append((int(index), Leaf.decode(base64.b64decode(entry["leaf"], validate=True))))
+async def proven_registry(client: LogClient) -> tuple[Registry, int, int]:
+    """The key registry as the log proves it: every operator entry the log lists is fetched with an
+    inclusion proof against a verified checkpoint and replayed locally.  Returns (registry, tree size,
+    number of operator entries)."""
+    cp = await client.checkpoint()
+    reg = await _registry_info(client)
+    leaves = []
+    for index in reg.get("operator_entries", []):
+        entry = await client.get_entry(int(index))
+        leaves.append((int(index), Leaf.decode(base64.b64decode(entry["leaf"], validate=True))))
     registry = Registry.replay(leaves, sparse=True)
     registry.advance(cp.size)
+    return registry, cp.size, len(leaves)
+
+
+async def cmd_keys_list(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        registry, size, count = await proven_registry(client)
     data = registry.to_json()
     if args.json:
-        _out({"tree_size": cp.size, "registry": data})
+        _out({"tree_size": size, "registry": data})
         return 0
-    print(f"key registry of {registry.origin} at tree size {cp.size} "
-          f"({len(leaves)} operator entries, each verified by an inclusion proof)")
+    print(f"key registry of {registry.origin} at tree size {size} "
+          f"({count} operator entries, each verified by an inclusion proof)")
     for kid, rec in data["keys"].items():
         print(f"  {rec['name']:<20} {kid[:16]}  {rec['key_type']:<7} {fmt_time(rec['not_before_ms'])} .. "
               f"{fmt_time(rec['effective_not_after_ms'])}  {_key_state(rec)}  "
@@ -317,8 +323,15 @@ async def cmd_append(args: argparse.Namespace) -> int:
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
+    """An entry, its inclusion proof verified against a verified checkpoint and, for an event, its
+    provisioning signature and key validity checked against the registry the log proves."""
     async with _client(args) as client:
         entry = await client.get_entry(args.index)
+        leaf = Leaf.decode(base64.b64decode(entry["leaf"], validate=True))
+        if isinstance(leaf.entry, EventEntry):
+            registry, _, _ = await proven_registry(client)
+            record = registry.check_event(args.index, leaf)
+            entry["signature_verified_with"] = record.key_id.hex()
     _out(entry)
     return 0
 
