@@ -90,8 +90,7 @@ class SQLiteStorage(Storage):
             raise StorageFailedError(f"database not durable: journal_mode={mode} synchronous={sync}")
 
     async def integrity_check(self) -> list[str]:
-        async with self._r.execute("PRAGMA quick_check") as cur:
-            rows = await cur.fetchall()
+        rows = await self._all("PRAGMA quick_check")
         return [str(r[0]) for r in rows if str(r[0]).lower() != "ok"]
 
     # -- writes ------------------------------------------------------------------------------------
@@ -162,8 +161,7 @@ class SQLiteStorage(Storage):
             self._cache.popitem(last=False)
 
     async def head(self) -> Head | None:
-        async with self._r.execute("SELECT size, root, timestamp_ms, note FROM head WHERE id = 1") as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT size, root, timestamp_ms, note FROM head WHERE id = 1")
         return Head(int(row[0]), bytes(row[1]), int(row[2]), bytes(row[3])) if row else None
 
     async def read_tiles(self, tiles: list[Tile]) -> list[bytes]:
@@ -176,9 +174,7 @@ class SQLiteStorage(Storage):
             else:
                 out[(t.level, t.index)] = data
         for t in missing:
-            async with self._r.execute("SELECT data FROM tiles WHERE level = ? AND idx = ?",
-                                       (t.level, t.index)) as cur:
-                row = await cur.fetchone()
+            row = await self._one("SELECT data FROM tiles WHERE level = ? AND idx = ?", (t.level, t.index))
             if row is None:
                 raise MissingDataError(f"hash tile {t.level}/{t.index} is not stored")
             data = bytes(row[0])
@@ -196,9 +192,8 @@ class SQLiteStorage(Storage):
         return data[:need]
 
     async def read_leaves(self, start: int, end: int) -> list[bytes]:
-        async with self._r.execute("SELECT idx, leaf FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
-                                   (start, end)) as cur:
-            rows = await cur.fetchall()
+        rows = await self._all("SELECT idx, leaf FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+                               (start, end))
         if len(rows) != end - start or (rows and (rows[0][0] != start or rows[-1][0] != end - 1)):
             raise MissingDataError(f"leaves [{start}, {end}) are not all stored ({len(rows)} found)")
         return [bytes(r[1]) for r in rows]
@@ -216,43 +211,47 @@ class SQLiteStorage(Storage):
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
             sql = f"SELECT idx, leaf, ident FROM leaves WHERE ident IN ({','.join('?' * len(chunk))})"
-            async with self._r.execute(sql, chunk) as cur:
-                for idx, leaf, ident in await cur.fetchall():
-                    real = Leaf.decode(bytes(leaf)).identity()
-                    if real in by_prefix.get(int(ident), ()):
-                        found[real] = int(idx)
+            for idx, leaf, ident in await self._all(sql, tuple(chunk)):
+                real = Leaf.decode(bytes(leaf)).identity()
+                if real in by_prefix.get(int(ident), ()):
+                    found[real] = int(idx)
         return found
 
     async def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         from ..hashing import leaf_hash as rfc_leaf_hash
 
-        async with self._r.execute("SELECT idx, leaf FROM leaves WHERE lhash = ?",
-                                   (_prefix_int(leaf_hash),)) as cur:
-            for idx, leaf in await cur.fetchall():
-                if rfc_leaf_hash(bytes(leaf)) == leaf_hash:
-                    return int(idx)
+        for idx, leaf in await self._all("SELECT idx, leaf FROM leaves WHERE lhash = ?",
+                                         (_prefix_int(leaf_hash),)):
+            if rfc_leaf_hash(bytes(leaf)) == leaf_hash:
+                return int(idx)
         return None
 
     async def read_payload(self, index: int) -> tuple[bytes, bytes] | None:
-        async with self._r.execute("SELECT salt, payload FROM payloads WHERE idx = ?", (index,)) as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT salt, payload FROM payloads WHERE idx = ?", (index,))
         return (bytes(row[0]), bytes(row[1])) if row else None
 
     async def operator_leaves(self) -> list[tuple[int, bytes]]:
         sql = ("SELECT l.idx, l.leaf FROM operator_entries o JOIN leaves l ON l.idx = o.idx "
                "ORDER BY l.idx")
-        async with self._r.execute(sql) as cur:
-            return [(int(i), bytes(b)) for i, b in await cur.fetchall()]
+        return [(int(i), bytes(b)) for i, b in await self._all(sql)]
 
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[tuple[int, bytes]]:
-        async with self._r.execute("SELECT size, note FROM checkpoints WHERE size > ? ORDER BY size LIMIT ?",
-                                   (after_size, limit)) as cur:
-            return [(int(s), bytes(n)) for s, n in await cur.fetchall()]
+        return [(int(s), bytes(n)) for s, n in await self._all(
+            "SELECT size, note FROM checkpoints WHERE size > ? ORDER BY size LIMIT ?", (after_size, limit))]
 
     async def get_meta(self, name: str) -> bytes | None:
-        async with self._r.execute("SELECT value FROM meta WHERE name = ?", (name,)) as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT value FROM meta WHERE name = ?", (name,))
         return bytes(row[0]) if row else None
+
+    # Every read is one call on the reader's thread (execute + fetch all + close): no statement stays
+    # open across an await, so no read transaction outlives its query and pins an old WAL snapshot
+    # (which, under concurrent load, would hide batches committed since).
+    async def _all(self, sql: str, params: tuple = ()) -> list:
+        return list(await self._r.execute_fetchall(sql, params))
+
+    async def _one(self, sql: str, params: tuple = ()):
+        rows = await self._r.execute_fetchall(sql, params)
+        return rows[0] if rows else None
 
 
 async def create_storage(path: str, head: Head, meta: dict[str, bytes]) -> SQLiteStorage:
