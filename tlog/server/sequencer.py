@@ -282,7 +282,8 @@ class Sequencer:
         """RFC 9162 §2.1.4.2: the new root must extend the last signed one, checked before signing."""
         if head.size == 0:
             return
-        reader = TreeReader(self.storage.read_tiles, overlay=tiles)
+        overlay = {**self.current_tiles(), **{(t.level, t.index): d for t, d in tiles.items()}}
+        reader = TreeReader(self.storage.read_tiles, overlay=lambda: overlay)
         plan = consistency_plan(head.size, size)
         proof = plan.rehash(await reader.read_hashes(plan.ids, size))
         try:
@@ -294,6 +295,15 @@ class Sequencer:
         timestamp = max(self.clock_ms(), head.timestamp_ms + 1)  # strictly increasing, even if the clock steps back
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
         return Head(size, root, timestamp, note)
+
+    def current_tiles(self) -> dict[tuple[int, int], bytes]:
+        """The right-most partial hash tile of each level at the current head, by (level, tile index),
+        for readers (tiles only grow, so a narrower, older width is a prefix of these)."""
+        head = self.head
+        if head is None:
+            return {}
+        return {(level, (head.size >> (8 * level)) // 256): data for level, data in self.partial.items()
+                if level >= 0}
 
     def backlog(self) -> int:
         return self.queue.qsize()

@@ -90,7 +90,7 @@ class LogState:
         self.clock_ms = clock_ms
         self.sequencer = Sequencer(storage, signer, config.origin, clock_ms=clock_ms,
                                    max_batch=config.max_batch, max_pending=config.max_pending)
-        self.reader = TreeReader(storage.read_tiles)
+        self.reader = TreeReader(storage.read_tiles, overlay=self.sequencer.current_tiles)
         self._buckets: dict[bytes, _TokenBucket] = {}
 
     @classmethod

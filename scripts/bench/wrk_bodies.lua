@@ -1,0 +1,39 @@
+-- wrk script: POST pre-signed bodies, one per line of the file named by $TLOG_BODIES, each request a
+-- different line (thread k of n takes lines k, k+n, ...), so no request is a duplicate.
+local threads = {}
+local counter = 0
+
+function setup(thread)
+  thread:set("id", counter)
+  table.insert(threads, thread)
+  counter = counter + 1
+end
+
+function init(args)
+  local path = os.getenv("TLOG_BODIES")
+  local nthreads = tonumber(os.getenv("TLOG_THREADS") or "1")
+  bodies = {}
+  local i = 0
+  for line in io.lines(path) do
+    if i % nthreads == id then
+      bodies[#bodies + 1] = line
+    end
+    i = i + 1
+  end
+  pos = 0
+  headers = {["Content-Type"] = "application/json"}
+end
+
+function request()
+  pos = pos + 1
+  if pos > #bodies then
+    pos = 1  -- wrapped: from here on the server answers duplicates (200), which the report counts apart
+  end
+  return wrk.format("POST", "/v1/entries", headers, bodies[pos])
+end
+
+function response(status, headers, body)
+  if status ~= 201 and status ~= 200 then
+    errors_seen = (errors_seen or 0) + 1
+  end
+end
