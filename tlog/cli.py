@@ -23,6 +23,7 @@ import aiohttp
 from .client import LogClient, LogServerError
 from .entry import EventEntry, Leaf, register_event, revoke_event, rotate_event
 from .errors import InvariantError, TlogError
+from .evidence import MAX_EVIDENCE_SIZE, verify_evidence
 from .server.config import ConfigError
 from .server.storage import StorageError
 from .keys import KeyType, PrivateKey, PublicKey
@@ -358,6 +359,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- tlog verify-evidence ------------------------------------------------------------------------------
+
+def verify_evidence_file(path: str, log_key: str) -> int:
+    """``tlog verify-evidence``: exit 0 only when the file proves misbehaviour (spec/monitor.md); verify the evidence file at ``path`` against the log's verifier key (a vkey string or a file)."""
+    try:
+        verifier = load_vkey(log_key)
+        with open(path, "rb") as f:
+            data = f.read(MAX_EVIDENCE_SIZE + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"tlog: cannot read {exc.filename if isinstance(exc, OSError) else log_key}: {exc}", file=sys.stderr)
+        return 2
+    except (TlogError, CliError) as exc:
+        print(f"tlog: --log-key: {exc}", file=sys.stderr)
+        return 2
+    try:
+        verdict = verify_evidence(data, verifier)
+    except TlogError as exc:
+        print(f"evidence INVALID: {exc}", file=sys.stderr)
+        return 1
+    print(verdict.summary)
+    return 0 if verdict.proves_misbehaviour else 1
+
+
+def cmd_verify_evidence(args: argparse.Namespace) -> int:
+    return verify_evidence_file(args.evidence, args.log_key or os.environ.get("TLOG_LOG_KEY", ""))
+
+
 # -- argument parsing -------------------------------------------------------------------------------
 
 def _log_args(p: argparse.ArgumentParser) -> None:
@@ -437,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-key", help="the log's verifier key (default $TLOG_LOG_KEY)")
     p.add_argument("--writer-key", help="the writer's public key, to check the provisioning signature")
     p.set_defaults(run=cmd_verify)
+
+    p = sub.add_parser("verify-evidence", help="check a monitor's evidence file offline")
+    p.add_argument("evidence")
+    p.add_argument("--log-key", help="the log's verifier key string or file (default $TLOG_LOG_KEY)")
+    p.set_defaults(run=cmd_verify_evidence)
     return parser
 
 

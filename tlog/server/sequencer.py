@@ -43,7 +43,7 @@ from ..tree import CompactRange, perfect_subtrees
 from .storage import Batch, Head, NewLeaf, Storage, StorageFullError
 from .treereader import TreeReader
 
-__all__ = ["Pending", "Integrated", "Sequencer", "BacklogFullError", "WritesStoppedError"]
+__all__ = ["Pending", "Integrated", "Sequencer", "BacklogFullError", "WritesStoppedError", "RateLimitedError"]
 
 log = logging.getLogger("tlog.sequencer")
 
@@ -54,6 +54,32 @@ class BacklogFullError(Exception):
 
 class WritesStoppedError(Exception):
     """Writes are stopped after a storage failure or a failed self-check (503, reads keep working)."""
+
+
+class RateLimitedError(Exception):
+    """A provisioning key over its rate limit (429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _TokenBucket:
+    """Per-key rate limit: ``rate`` entries per second, bursts of up to ``rate``."""
+
+    __slots__ = ("rate", "tokens", "stamp")
+
+    def __init__(self, rate: float, now: float):
+        self.rate, self.tokens, self.stamp = rate, rate, now
+
+    def take(self, now: float) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 @dataclass
@@ -101,6 +127,7 @@ class Sequencer:
         self.batches = 0
         self.on_batch: list[Callable[[list[NewLeaf], Head], None]] = []
         self._inflight: dict[bytes, asyncio.Future] = {}
+        self._buckets: dict[bytes, _TokenBucket] = {}
         self._task: asyncio.Task | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -150,10 +177,25 @@ class Sequencer:
 
     # -- submission -------------------------------------------------------------------------------
 
-    async def submit(self, pending: Pending) -> Integrated:
+    def check_rate(self, key_id: bytes, rate: int) -> None:
+        """Per-key rate limit (entries per second; 0 = none), enforced here so that it holds across
+        every process that hands entries to this sequencer."""
+        if rate <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        bucket = self._buckets.get(key_id)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[key_id] = _TokenBucket(float(rate), now)
+        wait = bucket.take(now)
+        if wait:
+            raise RateLimitedError(f"key {key_id.hex()[:16]} is over its limit of {rate} entries/s", wait)
+
+    async def submit(self, pending: Pending, rate: int = 0) -> Integrated:
         """Queue a verified entry and wait until it is durable and covered by a signed checkpoint."""
         if self.stopped is not None:
             raise WritesStoppedError(f"writes are stopped: {self.stopped}")
+        if pending.key_id is not None and not pending.operator:
+            self.check_rate(pending.key_id, rate)
         twin = self._inflight.get(pending.identity)
         if twin is not None:
             result: Integrated = await asyncio.shield(twin)
