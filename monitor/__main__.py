@@ -17,12 +17,14 @@ from typing import NoReturn
 
 from aiohttp import web
 
+from tlog.audit import WitnessPolicy
 from tlog.errors import TlogError
-from tlog.note import Verifier
+from tlog.note import Verifier, is_valid_key_name
 
 from .follower import LogConfig
 from .service import Monitor, Options
 from .state import StateError
+from .witness import load_witness_key, parse_witnessed, write_witness_key
 
 __all__ = ["main", "build_parser", "parse_options"]
 
@@ -59,7 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warn when a key's validity ends within DAYS (30)")
     p.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS", help="HTTP timeout (10)")
     p.add_argument("--once", action="store_true", help="poll, check and gossip once, then exit (1 if alerts)")
+    w = p.add_argument_group("witness (C2SP tlog-witness, spec/witness.md)")
+    w.add_argument("--witness-key", metavar="FILE",
+                   help="cosign with this key (tlog-monitor keygen) and serve POST /add-checkpoint")
+    w.add_argument("--witness", action="append", default=[], metavar="VKEY",
+                   help="the verifier key (string or file) of a log to witness; its name is the origin (repeatable)")
+    w.add_argument("--witness-policy", metavar="FILE",
+                   help="check the followed logs' checkpoints for this witness quorum (spec/audit.md §2)")
     return p
+
+
+def build_keygen_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tlog-monitor keygen", description="Create a witness key (cosignature/v1, spec/witness.md).")
+    p.add_argument("--out", required=True, metavar="FILE", help="the key file to create (mode 0600, never overwritten)")
+    p.add_argument("--name", required=True, help="the witness's name, e.g. witness.example.com/w1")
+    return p
+
+
+def keygen(argv: list[str]) -> int:
+    """``tlog-monitor keygen --out FILE --name NAME``: prints ``witness vkey: <vkey>``."""
+    try:
+        args = build_keygen_parser().parse_args(argv)
+        if not is_valid_key_name(args.name):
+            raise UsageError(f"--name {args.name!r} is not a key name (no spaces, no '+')")
+        signer = write_witness_key(args.out, args.name)
+    except UsageError as exc:
+        print(f"tlog-monitor keygen: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError:
+        print(f"tlog-monitor keygen: refusing to overwrite {args.out}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"tlog-monitor keygen: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"witness vkey: {signer.to_vkey()}")
+    return 0
 
 
 def _seconds(text: str) -> float:
@@ -87,10 +123,30 @@ def _vkey(value: str) -> tuple[Verifier, str]:
     return verifier, text
 
 
+def _witness_options(args: argparse.Namespace) -> dict:
+    out: dict = {"witness_crash_after_persist": os.environ.get("TLOG_MONITOR_TEST_CRASH") == "after-persist"}
+    if bool(args.witness) != bool(args.witness_key):
+        raise UsageError("--witness-key FILE and at least one --witness VKEY go together")
+    if args.witness_key:
+        try:
+            out["witness_key"] = load_witness_key(args.witness_key)
+            out["witnessed"] = parse_witnessed(args.witness, _vkey)
+        except (OSError, ValueError, TlogError) as exc:
+            raise UsageError(f"witness: {getattr(exc, 'strerror', None) or exc}") from None
+    if args.witness_policy:
+        try:
+            with open(args.witness_policy, "rb") as f:
+                out["witness_policy"] = WitnessPolicy.parse(f.read())
+        except (OSError, TlogError) as exc:
+            raise UsageError(f"--witness-policy {args.witness_policy}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+    return out
+
+
 def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     args = build_parser().parse_args(argv)
-    if not args.log or len(args.log) != len(args.log_key):
-        raise UsageError("give each --log URL with its --log-key VKEY (at least one pair)")
+    if len(args.log) != len(args.log_key) or not (args.log or args.witness):
+        raise UsageError("give each --log URL with its --log-key VKEY (at least one pair, or --witness)")
     logs = []
     for url, key in zip(args.log, args.log_key):
         if not url.startswith(("http://", "https://")):
@@ -109,7 +165,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
                    gossip_seconds=args.gossip_interval, stale_after_seconds=args.stale_after,
                    max_idle_seconds=args.max_idle, alerts_file=args.alerts, webhook=args.webhook,
                    watch_entries=args.watch_entries, expiry_warning_days=args.expiry_warning_days,
-                   timeout_seconds=args.timeout)
+                   timeout_seconds=args.timeout, **_witness_options(args))
     return opts, args
 
 
@@ -168,6 +224,8 @@ async def _main(opts: Options, args: argparse.Namespace) -> int:
     monitor = Monitor(opts)
     try:
         await monitor.open()
+        if monitor.witness is not None:
+            print(f"witness vkey: {monitor.witness.vkey}", flush=True)
         if args.once:
             return await monitor.run_once()
         return await _serve(monitor, args.listen)
@@ -176,6 +234,9 @@ async def _main(opts: Options, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keygen"]:
+        return keygen(argv[1:])
     try:
         opts, args = parse_options(argv)
         fd = _lock_state(opts.state_dir)

@@ -47,6 +47,7 @@ class Kind(enum.StrEnum):
     BAD_ENTRY = "bad-entry"
     KEY_EVENT = "key-event"
     KEY_EXPIRING = "key-expiring"
+    WITNESS_QUORUM = "witness-quorum"
 
 
 @dataclass(frozen=True)

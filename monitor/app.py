@@ -1,8 +1,8 @@
-"""The monitor's HTTP endpoints (spec/monitor.md §3, §7): gossip, status, health and metrics.
+"""The monitor's HTTP endpoints (spec/monitor.md §3, §7): gossip, status, health, metrics and the C2SP
+tlog-witness endpoint (spec/witness.md).
 
 Thin handlers over :class:`~monitor.service.Monitor`, kept in the application as ``MONITOR``; errors map
-to statuses in one table (:data:`STATUS`).  A later C2SP tlog-witness mode (``POST /add-checkpoint``) adds
-its routes to the same application and keeps its per-origin state in the same database.
+to statuses in one table (:data:`STATUS`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from tlog.checkpoint import Checkpoint
 from tlog.errors import TlogError
 from tlog.evidence import MAX_EVIDENCE_SIZE, Evidence
 from tlog.note import MAX_NOTE_SIZE, parse_note
+from tlog.witness import SIZE_CONTENT_TYPE, format_size
 
 from .follower import BadInput, Follower
 from .gossip import CHECKPOINT_TYPE
 from .metrics import CONTENT_TYPE_LATEST
 from .service import Monitor
+from .witness import BadProof, Conflict, NotSignedByLog, UnknownOrigin, Witness
 
 __all__ = ["MONITOR", "make_app", "STATUS"]
 
@@ -33,7 +35,8 @@ class UnknownLog(Exception):
 
 
 #: One error -> status table.  Anything else is a bug: 500 {"error": "internal error"}.
-STATUS: dict[type[Exception], int] = {BadInput: 400, TlogError: 400, UnknownLog: 404}
+STATUS: dict[type[Exception], int] = {BadInput: 400, TlogError: 400, UnknownLog: 404, UnknownOrigin: 404,
+                                      NotSignedByLog: 403, BadProof: 422}
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -45,6 +48,8 @@ async def error_middleware(request: web.Request,
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
         return await handler(request)
+    except Conflict as exc:  # tlog-witness: 409 carries the known size, text/x.tlog.size
+        return web.Response(status=409, body=format_size(exc.known_size), headers={"Content-Type": SIZE_CONTENT_TYPE})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,7 +95,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     m = _monitor(request)
-    return web.json_response({"logs": [f.describe(await f.row()) for f in m.followers.values()]})
+    logs = [f.describe(await f.row()) for f in m.followers.values()]
+    if m.quorum is not None:  # --witness-policy: who cosigned the checkpoint each log served
+        for entry in logs:
+            entry["witness_quorum"] = m.quorum.status.get(entry["origin"])
+    return web.json_response({"logs": logs})
 
 
 async def gossip_pull(request: web.Request) -> web.Response:
@@ -136,6 +145,32 @@ async def evidence_push(request: web.Request) -> web.Response:
     return web.json_response({"origin": f.origin, "new": new})
 
 
+def _witness(request: web.Request) -> Witness:
+    witness = _monitor(request).witness
+    if witness is None:
+        raise UnknownOrigin("this monitor is not a witness (no --witness-key)")
+    return witness
+
+
+async def add_checkpoint(request: web.Request) -> web.Response:
+    """POST /add-checkpoint (C2SP tlog-witness): 200 with the cosignature line, or the spec's status."""
+    line = await _witness(request).add_checkpoint(await request.read(), _peer(request))
+    return web.Response(body=line, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+async def witness_checkpoint(request: web.Request) -> web.Response:
+    """GET /witness/checkpoint?origin=O: the latest checkpoint this witness cosigned for O, with its cosignature."""
+    row = await _witness(request).cosigned(request.query.get("origin", ""))
+    if row.note is None:
+        raise UnknownLog(f"this witness has cosigned no checkpoint of {row.origin} yet")
+    return web.Response(body=row.note, headers={"Content-Type": CHECKPOINT_TYPE, "Cache-Control": "no-store"})
+
+
+async def witness_status(request: web.Request) -> web.Response:
+    """GET /witness: this witness's verifier key and the latest cosigned size of every witnessed log."""
+    return web.json_response(await _witness(request).describe())
+
+
 def make_app(monitor: Monitor) -> web.Application:
     """The application; the monitor is opened and closed by the caller (monitor/__main__.py)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=max(MAX_NOTE_SIZE, MAX_EVIDENCE_SIZE))
@@ -149,5 +184,8 @@ def make_app(monitor: Monitor) -> web.Application:
         web.get("/gossip/checkpoint", gossip_checkpoint),
         web.get("/gossip/evidence", evidence_pull),
         web.post("/gossip/evidence", evidence_push),
+        web.post("/add-checkpoint", add_checkpoint),
+        web.get("/witness", witness_status),
+        web.get("/witness/checkpoint", witness_checkpoint),
     ])
     return app

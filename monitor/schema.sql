@@ -79,3 +79,31 @@ CREATE TABLE IF NOT EXISTS operator_leaves (
     leaf   BLOB    NOT NULL,
     PRIMARY KEY (origin, idx)
 ) WITHOUT ROWID;
+
+-- Witness mode (C2SP tlog-witness, monitor/witness.py, spec/witness.md): the latest checkpoint this
+-- monitor cosigned per witnessed log.  size starts at 0 (nothing cosigned) and only moves forward, by one
+-- compare-and-swap that also writes the cosigned note: UPDATE ... WHERE origin = O AND size = old.  The
+-- row is written before the cosignature is returned, so a restart never cosigns a smaller tree.
+CREATE TABLE IF NOT EXISTS witnessed (
+    origin      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL DEFAULT 0,
+    root        BLOB,                  -- NULL at size 0
+    note        BLOB,                  -- the checkpoint as cosigned: the log's note and our cosignature
+    cosigned_ms INTEGER
+) WITHOUT ROWID;
+
+-- Every add-checkpoint request that failed consistency (422, and 409 for a same-size fork), verbatim, with
+-- the checkpoint this witness held at the time: possible evidence of a log's misbehaviour (tlog-witness:
+-- "the witness MAY log the request").  The same document is written to evidence/witness-*.json.
+CREATE TABLE IF NOT EXISTS witness_refusals (
+    digest     TEXT PRIMARY KEY,       -- SHA-256 of the request body
+    origin     TEXT    NOT NULL,
+    status     INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    request    BLOB    NOT NULL,
+    known_note BLOB,
+    path       TEXT    NOT NULL,
+    peer       TEXT    NOT NULL,
+    time_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS witness_refusals_origin ON witness_refusals (origin, time_ms);

@@ -16,6 +16,9 @@ import aiohttp
 
 from tlog.errors import InvariantError
 
+from tlog.audit import WitnessPolicy
+from tlog.cosignature import CosignatureSigner
+
 from .alerts import SERIOUS, Alerter
 from .follower import Follower, LogConfig, now_ms
 from .gossip import Gossip
@@ -23,6 +26,7 @@ from .logapi import LogAPI
 from .metrics import Metrics
 from .state import AlertRow, MonitorState
 from .watch import EntryWatcher
+from .witness import QuorumWatch, Witness, WitnessedLog
 
 __all__ = ["Options", "Monitor"]
 
@@ -41,6 +45,12 @@ class Options:
     watch_entries: bool = False
     expiry_warning_days: float = 30.0
     timeout_seconds: float = 10.0
+    # Witness mode (monitor/witness.py, spec/witness.md): the cosigning key and the witnessed logs.
+    witness_key: CosignatureSigner | None = None
+    witnessed: list[WitnessedLog] = field(default_factory=list)
+    witness_crash_after_persist: bool = False  # test hook (TLOG_MONITOR_TEST_CRASH=after-persist)
+    # --witness-policy: the quorum the followed logs' checkpoints are checked for.
+    witness_policy: WitnessPolicy | None = None
 
 
 class Monitor:
@@ -54,6 +64,8 @@ class Monitor:
         self.followers: dict[str, Follower] = {}
         self.watchers: list[EntryWatcher] = []
         self._gossip: Gossip | None = None
+        self.witness: Witness | None = None
+        self.quorum: QuorumWatch | None = None
         self._session: aiohttp.ClientSession | None = None
         self.failure: str | None = None
 
@@ -90,6 +102,13 @@ class Monitor:
             if o.watch_entries:
                 self.watchers.append(EntryWatcher(f, expiry_warning_days=o.expiry_warning_days))
         self._gossip = Gossip(self.followers, o.peers, self.session, self.metrics)
+        if o.witness_key is not None:
+            self.witness = Witness(state, o.witness_key, o.witnessed, self.alerter, self.metrics, clock_ms=self.clock,
+                                   crash_after_persist=o.witness_crash_after_persist)
+            await self.witness.start()
+        if o.witness_policy is not None:
+            self.quorum = QuorumWatch(o.witness_policy, self.alerter, clock_ms=self.clock,
+                                      stale_after_ms=int(o.stale_after_seconds * 1000))
         await self.alerter.deliver_pending()  # alerts a previous run stored but did not deliver
         for (origin, kind, severity), n in (await state.alert_counts()).items():
             self.metrics.alerts.labels(origin, kind, severity).inc(n)
@@ -115,6 +134,9 @@ class Monitor:
     async def run_once(self) -> int:
         """Poll every log, check its entries, gossip, check freshness, deliver: exit 1 if anything serious."""
         await asyncio.gather(*(f.poll() for f in self.followers.values()))
+        if self.quorum is not None:
+            for f in self.followers.values():
+                await self.quorum.check(f)
         for w in self.watchers:
             await w.step()
         await self.gossip.round()
@@ -159,6 +181,8 @@ class Monitor:
             while True:
                 await f.poll()
                 await f.check_freshness()
+                if self.quorum is not None:
+                    await self.quorum.check(f)
                 await asyncio.sleep(self.opts.poll_seconds)
         return loop
 

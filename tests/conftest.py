@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from typing import IO
 
 import pytest
 
@@ -32,6 +34,17 @@ class ServerProcess:
     url: str
     vkey: str
     proc: subprocess.Popen
+    stderr_file: IO[bytes] | None = None  # the server's stderr: its JSON log lines (see logs())
+
+    def logs(self) -> list[dict]:
+        """The server's structured log lines (JSON objects) so far."""
+        import json
+
+        if self.stderr_file is None:
+            return []
+        with open(self.stderr_file.name, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def stop(self, sig: int | None = None) -> None:
         if self.proc.poll() is None:
@@ -44,22 +57,28 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
+        for f in (self.proc.stdout, self.proc.stderr, self.stderr_file):
             if f:
                 f.close()
 
 
 def start_server(data: str, listen: str = "127.0.0.1:0", timeout: float = 30) -> ServerProcess:
     """Start `tlog serve` as a real process and wait for its "listening on URL" line."""
+    # stderr goes to a file, not a pipe: the server writes a JSON line per request, and a pipe nobody
+    # reads would fill up and block it.
+    err_file = tempfile.NamedTemporaryFile(prefix="tlog-serve-", suffix=".log")
     proc = subprocess.Popen([sys.executable, "-m", "tlog", "serve", "--data", data, "--listen", listen],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=err_file, cwd=ROOT)
     vkey = url = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline().decode()
         if not line:
-            err = proc.stderr.read().decode()
-            raise AssertionError(f"tlog serve exited {proc.wait()}: {err}")
+            code = proc.wait()
+            with open(err_file.name, "rb") as f:
+                err = f.read().decode()
+            err_file.close()
+            raise AssertionError(f"tlog serve exited {code}: {err}")
         if line.startswith("vkey: "):
             vkey = line.split(" ", 1)[1].strip()
         if line.startswith("listening on "):
@@ -67,8 +86,9 @@ def start_server(data: str, listen: str = "127.0.0.1:0", timeout: float = 30) ->
             break
     if url is None or vkey is None:
         proc.kill()
+        err_file.close()
         raise AssertionError("tlog serve did not start in time")
-    return ServerProcess(data, url, vkey, proc)
+    return ServerProcess(data, url, vkey, proc, err_file)
 
 
 def init_log(data: str, origin: str = "example.com/test-log") -> str:

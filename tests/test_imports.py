@@ -62,7 +62,8 @@ def _py_files(folder: str) -> list[pathlib.Path]:
     return sorted((ROOT / folder).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _py_files("monitor") + [ROOT / "tlog" / "audit.py"],
+@pytest.mark.parametrize("path", _py_files("monitor") + [ROOT / "tlog" / f"{name}.py" for name in
+                                                         ("audit", "logaudit", "export")],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_monitor_and_auditor_use_public_library_only(path: pathlib.Path) -> None:
     if not path.exists():

@@ -33,6 +33,9 @@ def test_result_and_error_round_trip():
     head = Head(10, b"r" * 32, 1234, b"note\n")
     r = Integrated(9, b"leaf", head, duplicate=True)
     assert ipc.decode_result(ipc.encode_result(3, r)) == (3, r)
+    for proof in ((), (b"a" * 32, b"b" * 32, b"c" * 32)):
+        with_proof = Integrated(9, b"leaf", head, proof=proof)
+        assert ipc.decode_result(ipc.encode_result(4, with_proof)) == (4, with_proof)
     for exc in (KeyRegistryError("unknown key"), BacklogFullError("full"), WritesStoppedError("stopped"),
                 StorageFullError("disk"), RateLimitedError("slow down", 2.5)):
         req_id, back = ipc.decode_result(ipc.encode_error(8, exc))

@@ -12,7 +12,7 @@ from tlog.checkpoint import Checkpoint
 from tlog.entry import EventEntry, Leaf, payload_commitment, register_event, sign_entry
 from tlog.errors import KeyRegistryError
 from tlog.keys import KeyType, PrivateKey
-from tlog.proof import verify_consistency
+from tlog.proof import verify_consistency, verify_inclusion
 from tlog.server.config import check_private_file
 from tlog.server.init import init_log
 from tlog.server.sequencer import BacklogFullError, Pending, Sequencer, WritesStoppedError
@@ -87,6 +87,8 @@ async def test_group_commit_and_consistency(log):
     before = seq.head
     results = await asyncio.gather(*(seq.submit(event_pending(writer, clock.now, b"%d" % i)) for i in range(8)))
     assert sorted(r.index for r in results) == list(range(before.size, before.size + 8))
+    for r in results:  # the receipts' proofs, made from memory, verify against the batch's checkpoint
+        verify_inclusion(Leaf.decode(r.leaf).hash(), r.index, r.head.size, list(r.proof), r.head.root)
     assert seq.batches < before.size + 8  # several entries shared a batch
     head = seq.head
     proof = await TreeReader(storage.read_tiles).consistency_proof(before.size, head.size)
@@ -179,8 +181,10 @@ async def test_entry_invalid_at_integration_time_is_refused(log):
 
 async def test_restart_rebuilds_state(log, tmp_path):
     seq, storage, clock, writer, data = log
-    for i in range(300):  # cross a full tile boundary
-        await seq.submit(event_pending(writer, clock.now, b"%d" % i))
+    for start in range(0, 300, 7):  # batches of 7 cross a full tile boundary, at odd offsets
+        batch = [event_pending(writer, clock.now, b"%d" % i) for i in range(start, min(start + 7, 300))]
+        for r in await asyncio.gather(*(seq.submit(p) for p in batch)):
+            verify_inclusion(Leaf.decode(r.leaf).hash(), r.index, r.head.size, list(r.proof), r.head.root)
     head = seq.head
     other = await open_storage(os.path.join(data, "log.db"))
     try:

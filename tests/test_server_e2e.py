@@ -83,7 +83,10 @@ def test_cli_workflow_register_append_verify(log_server, tmp_path):
     registry = json.loads(listing)["registry"]
     [record] = registry["keys"].values()
     assert record["name"] == "billing" and record["rate_limit"] == 100
-    got = json.loads(tlog_cmd("get", "2", env=env).stdout)
+    got = json.loads(tlog_cmd("get", "2", env=env).stdout)  # payloads need a reader token (spec/privacy.md)
+    assert got["payload"] is None and got["payload_access"] == "reader token required"
+    token = tlog_cmd("tokens", "create", "--data", log_server.data).stdout.decode().strip()
+    got = json.loads(tlog_cmd("get", "2", "--token", token, env=env).stdout)
     assert base64.b64decode(got["payload"]) == b'{"user":"alice"}' and got["key_name"] == "billing"
 
 

@@ -29,7 +29,6 @@ from .server.storage import StorageError
 from .keys import KeyType, PrivateKey, PublicKey
 from .note import Verifier
 from .registry import Registry
-from .tlogproof import TlogProof, verify_tlog_proof
 
 __all__ = ["main", "parse_time", "CliError"]
 
@@ -117,7 +116,8 @@ def _log_url(args: argparse.Namespace) -> str:
 
 
 def _client(args: argparse.Namespace) -> LogClient:
-    return LogClient(_log_url(args), log_key=load_vkey(args.log_key))
+    token = getattr(args, "token", None) or os.environ.get("TLOG_TOKEN") or None  # reader token: payloads
+    return LogClient(_log_url(args), log_key=load_vkey(args.log_key), token=token)
 
 
 def _out(obj: Any) -> None:
@@ -154,7 +154,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         print(f"vkey: {vkey}", flush=True)
         print(f"listening on {url}", flush=True)
 
-    await serve(args.data, args.listen, ready=ready)
+    await serve(args.data, args.listen, ready=ready, workers=args.workers)
     return 0
 
 
@@ -338,24 +338,112 @@ async def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Offline: the checkpoint signature, the inclusion proof, the leaf and the writer's signature."""
+    """Offline (spec/audit.md §1): checkpoint signature, witness quorum, inclusion proof, leaf, the
+    provisioning signature (a writer key or a registry file) and the payload commitment."""
+    from .audit import RegistryBundle, WitnessPolicy, verify_receipt
+
     verifier = load_vkey(args.log_key)
-    tp = TlogProof.parse(_read(args.receipt, "receipt"))
+    if (args.payload is None) != (args.salt is None):
+        raise CliError("--payload and --salt go together")
+    registry = None
+    if args.registry:
+        path = os.path.join(args.registry, "registry.json") if os.path.isdir(args.registry) else args.registry
+        registry = RegistryBundle.parse(_read(path, "registry file"))
+    verdict = verify_receipt(
+        _read(args.receipt, "receipt"), log_verifier=verifier,
+        writer_key=load_public_key(args.writer_key) if args.writer_key else None, registry=registry,
+        witnesses=WitnessPolicy.parse(_read(args.witness_policy, "witness policy")) if args.witness_policy else None,
+        payload=_read(args.payload, "payload") if args.payload else None,
+        salt=_salt(args.salt) if args.salt else None)
+    if args.json:
+        _out(verdict.to_json())
+    if not verdict.ok:
+        raise VerifyFailed(f"receipt INVALID: {verdict.failed}: {verdict.reason}")
+    if not args.json:
+        print(verdict.line())
+    return 0
+
+
+def _salt(text: str) -> bytes:
     try:
-        cp = verify_tlog_proof(tp, origin=verifier.name, log_verifier=verifier)
-        leaf = Leaf.decode(tp.extra or b"")
-        entry = leaf.entry
-        signer = "not checked (give --writer-key)"
-        if args.writer_key:
-            pub = load_public_key(args.writer_key)
-            if getattr(entry, "key_id", None) != pub.key_id:
-                raise VerifyFailed(f"entry is signed by key {getattr(entry, 'key_id', b'').hex()[:16]}, "
-                                   f"not {pub.key_id_hex[:16]}")
-            pub.verify(leaf.signing_message(), leaf.signature)
-            signer = f"signed by {pub.key_id_hex[:16]}"
-    except TlogError as exc:
-        raise VerifyFailed(f"receipt INVALID: {exc}") from exc
-    print(f"OK: entry {tp.index} is in {cp.origin} at tree size {cp.size}; {signer}")
+        return base64.b64decode(text.strip(), validate=True)
+    except ValueError as exc:
+        raise CliError("--salt must be base64 (the salt the writer kept, 16..255 bytes)") from exc
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str, int], Any]:
+    """tqdm progress bars on stderr (only on a terminal unless --progress)."""
+    from tqdm import tqdm
+
+    def bar(desc: str, total: int) -> Any:
+        return tqdm(total=total, desc=desc, file=sys.stderr, unit=" tiles" if desc == "hash tiles" else " entries",
+                    unit_scale=True, dynamic_ncols=True, leave=False, disable=False if args.progress else None)
+    return bar
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_log
+
+    verifier = load_vkey(args.log_key)
+    res = await export_log(_log_url(args), args.out, verifier=verifier, token=args.token,
+                           progress=_progress(args))
+    grew = f" (was {res.previous_size})" if res.previous_size is not None else ""
+    print(f"exported {res.origin} at tree size {res.size}{grew} to {args.out}: {res.downloaded} files downloaded, "
+          f"{res.skipped} already there; payloads {'included' if res.payloads else 'not included (no --token)'}")
+    return 0
+
+
+async def cmd_audit(args: argparse.Namespace) -> int:
+    from .logaudit import run_audit
+    from .export import DirSource, HttpSource
+
+    verifier = load_vkey(args.log_key)
+    bars = _progress(args)
+    session = None
+    if args.dir:
+        source: Any = DirSource(args.dir)
+    else:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        source = HttpSource(args.log, session)
+    try:
+        cp_size = _checkpoint_size(await source.checkpoint())
+        bar = bars("audit", cp_size)
+        try:
+            report = await run_audit(source, verifier, jobs=args.jobs, progress=bar.update)
+        finally:
+            bar.close()
+    finally:
+        if session is not None:
+            await session.close()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report.to_json(), f, indent=2)
+            f.write("\n")
+    print(report.summary())
+    if not report.ok:
+        first = report.first_failure
+        raise VerifyFailed(f"audit FAILED at {first.line() if first else 'the log'}")
+    return 0
+
+
+def _checkpoint_size(note: bytes) -> int:
+    """The tree size a checkpoint note claims (for the progress bar; the audit verifies it)."""
+    from .checkpoint import Checkpoint
+    from .note import parse_note
+
+    try:
+        return Checkpoint.parse(parse_note(note)[0]).size
+    except TlogError:
+        return 0
+
+
+async def cmd_fsck(args: argparse.Namespace) -> int:
+    from .server.scrub import fsck
+
+    report = await fsck(args.data)
+    print(report.summary())
+    if not report.ok:
+        raise VerifyFailed(f"fsck FAILED: {report.problems[0]}")
     return 0
 
 
@@ -412,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the log server")
     p.add_argument("--data", required=True)
     p.add_argument("--listen", default="127.0.0.1:8080")
+    p.add_argument("--workers", type=int, default=0,
+                   help="HTTP worker processes (use the cores: e.g. the number of cores); 0 = one process")
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("keygen", help="generate a provisioning key (FILE 0600 and FILE.pub)")
@@ -458,18 +548,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("get", help="fetch and verify an entry")
     p.add_argument("index", type=int)
     _log_args(p)
+    p.add_argument("--token", help="reader token, to see the payload (default $TLOG_TOKEN)")
     p.set_defaults(run=cmd_get)
 
-    p = sub.add_parser("verify", help="verify a receipt offline")
+    p = sub.add_parser("verify", help="verify a receipt offline (no network)")
     p.add_argument("receipt")
     p.add_argument("--log-key", help="the log's verifier key (default $TLOG_LOG_KEY)")
-    p.add_argument("--writer-key", help="the writer's public key, to check the provisioning signature")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--writer-key", help="the writer's public key, to check the provisioning signature")
+    who.add_argument("--registry", help="a registry file (DIR/registry.json of `tlog export`, or DIR): checks "
+                                        "the key was valid at the entry's index and the signature")
+    p.add_argument("--witness-policy", help="JSON witness policy (spec/audit.md): require a cosignature quorum")
+    p.add_argument("--payload", help="the payload file, to check the entry's commitment")
+    p.add_argument("--salt", help="the payload's salt (base64)")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(run=cmd_verify)
 
-    p = sub.add_parser("verify-evidence", help="check a monitor's evidence file offline")
-    p.add_argument("evidence")
-    p.add_argument("--log-key", help="the log's verifier key string or file (default $TLOG_LOG_KEY)")
-    p.set_defaults(run=cmd_verify_evidence)
+    p = sub.add_parser("export", help="download a complete, resumable copy of the log (tiles, bundles, payloads)")
+    _log_args(p)
+    p.add_argument("--out", required=True, help="export directory (spec/audit.md)")
+    p.add_argument("--token", help="reader token: also export payloads (GET /v1/entries/<I>)")
+    p.add_argument("--progress", action="store_true", help="progress bars even when stderr is not a terminal")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("audit", help="re-derive and check a whole log from its raw data")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--log", help="audit a log server's public tiles directly")
+    src.add_argument("--dir", help="audit an export directory (tlog export)")
+    p.add_argument("--log-key", help="the log's verifier key (default $TLOG_LOG_KEY)")
+    p.add_argument("--json", metavar="REPORT", help="also write the report as JSON to this file")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="threads verifying signatures (default: the CPU count; 0 = in the main thread)")
+    p.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
+    p.set_defaults(run=cmd_audit)
+
+    p = sub.add_parser("fsck", help="offline: re-hash a server's stored leaves and tiles against its signed roots")
+    p.add_argument("--data", required=True)
+    p.set_defaults(run=cmd_fsck)
+    from .cli_ops import add_commands  # tokens, erase, search, keys timeline (spec/privacy.md)
+
+    add_commands(sub, keys)
     return parser
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 __all__ = ["LogConfig", "ConfigError", "check_private_file", "write_private_file", "DAY_MS"]
 
@@ -37,6 +37,20 @@ class LogConfig:
     max_pending: int = 50_000
     default_rate_limit: int = 0
     request_timeout_seconds: float = 30.0
+    # Retention (tlog/server/retention.py, spec/privacy.md): payloads integrated more than
+    # ``retention_days`` ago are erased by operator-signed Erasure entries (the server signs them with
+    # DIR/operator.key), checked every ``retention_interval_seconds``.  0 keeps payloads forever.
+    retention_days: float = 0
+    retention_interval_seconds: float = 3600.0
+    # Self-check (tlog/server/scrub.py): every ``scrub_interval_seconds`` the server re-hashes its stored
+    # leaves and tiles against its signed checkpoints and stops writing on a mismatch.  0 disables it.
+    scrub_interval_seconds: float = 3600.0
+    # Witnesses (tlog/server/witnessing.py, spec/witness.md §3): every new checkpoint is submitted to each
+    # (C2SP tlog-witness), [{"name": ..., "vkey": <cosignature/v1 vkey>, "url": <submission prefix>}, ...];
+    # a checkpoint cosigned by ``witness_quorum`` of them is served at /v1/checkpoint/cosigned.
+    witnesses: list = field(default_factory=list)
+    witness_quorum: int = 0
+    witness_timeout_seconds: float = 10.0
 
     @staticmethod
     def path(data_dir: str) -> str:
@@ -51,13 +65,27 @@ class LogConfig:
         if not os.path.isfile(path):
             raise ConfigError(f"{data_dir!r} holds no log (no config.json): run `tlog init` first")
         try:
-            raw = json.loads(open(path, encoding="utf-8").read())
+            with open(path, encoding="utf-8") as f:
+                raw = json.loads(f.read())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
         known = {f.name: f.type for f in fields(cls)}
         if not isinstance(raw, dict) or set(raw) - set(known) or "origin" not in raw:
             raise ConfigError(f"{path}: unknown or missing settings {sorted(set(raw) ^ set(known))}")
-        return cls(**raw)
+        config = cls(**raw)
+        for name in ("retention_days", "retention_interval_seconds", "scrub_interval_seconds"):
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+                raise ConfigError(f"{path}: {name} must be a number >= 0, not {value!r}")
+        if config.retention_interval_seconds <= 0:
+            raise ConfigError(f"{path}: retention_interval_seconds must be > 0")
+        from .witnessing import WitnessingPolicy  # deferred: witnessing imports this module
+
+        try:
+            WitnessingPolicy.from_config(config)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return config
 
     def save(self, data_dir: str) -> None:
         with open(self.path(data_dir), "x", encoding="utf-8") as f:

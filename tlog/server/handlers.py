@@ -19,9 +19,13 @@ from aiohttp import web
 
 from ..errors import FormatError, KeyRegistryError, ProofError, SignatureError, TlogError
 from ..tiles import parse_tile_path
+from . import privacy, search
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .sequencer import BacklogFullError, WritesStoppedError
 from .state import LogState, NotFoundError, RateLimitedError, TooLargeError
 from .storage import StorageFullError
+from .tokens import TokenError, TokenScopeError
+from .witnessing import served_checkpoint
 
 __all__ = ["STATE", "ERROR_STATUS", "error_middleware", "routes"]
 
@@ -35,6 +39,8 @@ STATE: web.AppKey[LogState] = web.AppKey("state", LogState)
 
 #: The error → HTTP status table (first match wins; order subclasses before their bases).
 ERROR_STATUS: list[tuple[type[BaseException], int]] = [
+    (TokenError, 401),
+    (TokenScopeError, 403),
     (TooLargeError, 413),
     (RequestTimeoutError, 408),
     (NotFoundError, 404),
@@ -77,6 +83,9 @@ async def error_middleware(request: web.Request, handler):
                 if isinstance(exc, (RateLimitedError, BacklogFullError, WritesStoppedError)):
                     retry = getattr(exc, "retry_after", 1.0)
                     headers = {"Retry-After": str(max(1, int(retry + 0.999)))}
+                elif isinstance(exc, (TokenError, TokenScopeError)):  # RFC 6750 §3
+                    code = "invalid_token" if isinstance(exc, TokenError) else "insufficient_scope"
+                    headers = {"WWW-Authenticate": f'Bearer realm="tlog", error="{code}"'}
                 return _json_error(status, str(exc), headers)
         log.exception("internal error on %s %s", request.method, request.path)
         return _json_error(500, "internal error")
@@ -106,12 +115,25 @@ def _b64_field(obj: dict, name: str) -> bytes:
     return raw
 
 
+async def _read_at_most(request: web.Request, n: int) -> bytes:
+    """The body up to ``n`` bytes (``StreamReader.read(n)`` alone may return any shorter prefix)."""
+    chunks: list[bytes] = []
+    have = 0
+    while have < n:
+        chunk = await request.content.read(n - have)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
+
+
 async def _json_body(request: web.Request, fields: set[str]) -> dict:
     limit = request.app[STATE].config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLargeError(f"body is {request.content_length} bytes, the limit is {limit}")
     try:
-        body = await asyncio.wait_for(request.content.read(limit + 1),
+        body = await asyncio.wait_for(_read_at_most(request, limit + 1),
                                       request.app[STATE].config.request_timeout_seconds)
     except asyncio.TimeoutError as exc:
         raise RequestTimeoutError("request body not received in time") from exc
@@ -154,7 +176,9 @@ async def post_operator_entry(request: web.Request) -> web.Response:
 # -- tlog-tiles read endpoints ---------------------------------------------------------------------
 
 async def get_checkpoint(request: web.Request) -> web.Response:
-    return web.Response(body=_state(request).head.note, content_type="text/plain", charset="utf-8",
+    """The latest checkpoint, with the witness cosignatures collected for it so far (spec/witness.md §3)."""
+    note = await served_checkpoint(request.app, _state(request).head)
+    return web.Response(body=note, content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
 
@@ -199,12 +223,28 @@ async def get_entry(request: web.Request) -> web.Response:
     if not _INT_RE.fullmatch(raw) or int(raw) > _MAX_INT:
         raise FormatError(f"entry index must be a decimal integer, not {raw[:40]!r}")
     state = _state(request)
+    reader = await privacy.authenticate(state, request.headers.get("Authorization"))
     index = int(raw)
-    out = state.describe_entry(index, await state.leaf(index))
-    payload = await state.storage.read_payload(index)
-    if payload is not None:
-        out["salt"], out["payload"] = _b64s(list(payload))
-    return web.json_response(out)
+    [view] = await privacy.entry_views(state, [(index, await state.leaf(index))], reader)
+    return web.json_response(view)
+
+
+async def search_entries(request: web.Request) -> web.Response:
+    query = search.parse_search_query(request.query)
+    state = _state(request)
+    reader = await privacy.authenticate(state, request.headers.get("Authorization"))
+    size, rows, cursor = await search.search(state, query)
+    views = await privacy.entry_views(state, rows, reader)
+    return web.json_response({"tree_size": size, "query": query.to_json(), "entries": views, "next": cursor})
+
+
+async def get_key_timeline(request: web.Request) -> web.Response:
+    return web.json_response(await search.key_timeline(_state(request), request.match_info["key"]))
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    return web.Response(body=_state(request).metrics.render(),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"})
 
 
 async def get_keys(request: web.Request) -> web.Response:
@@ -227,9 +267,12 @@ def routes() -> list[web.RouteDef]:
         web.get(r"/tile/{path:.+}", get_tile),
         web.post("/v1/entries", post_entry),
         web.post("/v1/operator-entries", post_operator_entry),
+        web.get("/v1/entries", search_entries),
         web.get(r"/v1/entries/{index}", get_entry),
         web.get("/v1/proofs/inclusion", get_inclusion),
         web.get("/v1/proofs/consistency", get_consistency),
         web.get("/v1/keys", get_keys),
+        web.get("/v1/keys/{key}", get_key_timeline),
         web.get("/healthz", get_healthz),
+        web.get("/metrics", get_metrics),
     ]

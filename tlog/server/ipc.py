@@ -9,7 +9,10 @@ Framing: every message is a big-endian uint32 length and that many bytes.  A sub
 signature, identity, key id, salt, payload, each as a uint32 length and the bytes.  The answer is
 ``uint32 id, uint8 status``; status 0 carries ``uint64 index, uint8 duplicate`` and the byte strings
 leaf and checkpoint note, then ``uint64 size, uint64 timestamp_ms`` and the 32-byte root; any other
-status is an error with a uint16 kind and a UTF-8 message.  A request with kind 3 asks for the
+status is an error with a uint16 kind and a UTF-8 message.  The answer also carries the inclusion proof
+of the entry in that checkpoint (the byte string of concatenated hashes, and a uint8 flag after the
+timestamp saying whether it is there), made by the sequencer process from the tiles it holds in memory,
+so a worker needs no database read to answer an append.  A request with kind 3 asks for the
 sequencer's status (backlog, and why writes are stopped, if they are).
 """
 
@@ -81,8 +84,9 @@ def decode_submission(frame: bytes) -> tuple[int, int, int, Pending | None]:
 
 def encode_result(req_id: int, r: Integrated) -> bytes:
     h = r.head
-    return (struct.pack(">IBQB", req_id, 0, r.index, r.duplicate) + _bytes(r.leaf, h.note)
-            + struct.pack(">QQ", h.size, h.timestamp_ms) + h.root)
+    proof = b"".join(r.proof or ())
+    return (struct.pack(">IBQB", req_id, 0, r.index, r.duplicate) + _bytes(r.leaf, h.note, proof)
+            + struct.pack(">QQB", h.size, h.timestamp_ms, r.proof is not None) + h.root)
 
 
 def decode_result(frame: bytes) -> tuple[int, Integrated | Exception]:
@@ -95,9 +99,11 @@ def decode_result(frame: bytes) -> tuple[int, Integrated | Exception]:
     index, dup = struct.unpack_from(">QB", frame, 5)
     leaf, pos = _take(buf, 14)
     note, pos = _take(buf, pos)
-    size, ts = struct.unpack_from(">QQ", frame, pos)
-    root = bytes(buf[pos + 16:pos + 48])
-    return req_id, Integrated(index, leaf, Head(size, root, ts, note), bool(dup))
+    proof, pos = _take(buf, pos)
+    size, ts, has_proof = struct.unpack_from(">QQB", frame, pos)
+    root = bytes(buf[pos + 17:pos + 49])
+    hashes = tuple(proof[i:i + 32] for i in range(0, len(proof), 32)) if has_proof else None
+    return req_id, Integrated(index, leaf, Head(size, root, ts, note), bool(dup), hashes)
 
 
 def _make_error(kind: int, message: str) -> Exception:

@@ -21,6 +21,11 @@ CREATE TABLE IF NOT EXISTS leaves (
 );
 CREATE INDEX IF NOT EXISTS leaves_ident ON leaves (ident);
 CREATE INDEX IF NOT EXISTS leaves_lhash ON leaves (lhash);
+-- Search (GET /v1/entries?key=…&since=…, tlog/server/search.py): a key's entries in index order, and
+-- the first index at or after a time (integration times never decrease along the tree).  Both are
+-- also created when an older database is opened (sqlite.open_storage re-runs this idempotent file).
+CREATE INDEX IF NOT EXISTS leaves_key ON leaves (key_id, idx);
+CREATE INDEX IF NOT EXISTS leaves_time ON leaves (integrated_ms);
 
 -- Operator entries (genesis, key events, erasures) by index, so the key registry is replayed at
 -- start-up without reading every event entry.
@@ -29,6 +34,8 @@ CREATE TABLE IF NOT EXISTS operator_entries (
 );
 
 -- Payloads and salts live beside the tree, never in it (the leaf holds only their commitment).
+-- Erasure deletes the row in the same transaction as the Erasure leaf (secure_delete zeroes the bytes;
+-- the WAL is checkpointed and truncated afterwards): see spec/privacy.md.
 CREATE TABLE IF NOT EXISTS payloads (
     idx     INTEGER PRIMARY KEY,
     salt    BLOB NOT NULL,
@@ -59,3 +66,18 @@ CREATE TABLE IF NOT EXISTS head (
     timestamp_ms INTEGER NOT NULL,
     note         BLOB    NOT NULL
 );
+
+-- Reader tokens (tlog/server/tokens.py): only the SHA-256 of a token is stored.  Managed by the local
+-- `tlog tokens` commands (another process: SQLite WAL lets them write while the server runs), read by
+-- the server on every request that asks for payloads, so a new or revoked token counts at once.
+CREATE TABLE IF NOT EXISTS tokens (
+    id           TEXT    PRIMARY KEY,   -- public id (16 hex digits), also the token's prefix
+    hash         BLOB    NOT NULL UNIQUE,
+    role         TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    expires_ms   INTEGER,               -- NULL: never
+    revoked_ms   INTEGER,               -- NULL: not revoked
+    reads        INTEGER NOT NULL DEFAULT 0,
+    last_read_ms INTEGER
+) WITHOUT ROWID;

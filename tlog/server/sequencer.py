@@ -36,7 +36,7 @@ from ..checkpoint import Checkpoint, sign_checkpoint
 from ..entry import EventEntry, Leaf
 from ..errors import InvariantError, TlogError
 from ..note import Signer
-from ..proof import consistency_plan, verify_consistency
+from ..proof import consistency_plan, inclusion_plan, verify_consistency
 from ..registry import Registry
 from ..tiles import tiles_for_size, update_tiles
 from ..tree import CompactRange, perfect_subtrees
@@ -104,6 +104,7 @@ class Integrated:
     leaf: bytes
     head: Head
     duplicate: bool = False
+    proof: tuple[bytes, ...] | None = None  # the inclusion proof in ``head``, when the sender made it
 
 
 class Sequencer:
@@ -260,16 +261,33 @@ class Sequencer:
         new_head = self._sign(new_range.size, new_root, head)
         await self.storage.commit_batch(Batch(leaves, update.tiles, new_head), expected_size=head.size)
         # Committed: now, and only now, memory moves forward and writers are answered.
+        proofs = self._receipt_proofs(self.range, nodes, [leaf.index for _, leaf in accepted], new_head.size)
         self.range, self.partial, self.head = new_range, update.partial, new_head
         if registry is not None:
             registry.advance(new_head.size)
         self.registry, self.last_integrated_ms = registry, now
         self.batches += 1
-        for p, leaf in accepted:
+        for (p, leaf), proof in zip(accepted, proofs):
             if not p.future.done():
-                p.future.set_result(Integrated(leaf.index, leaf.leaf, new_head))
+                p.future.set_result(Integrated(leaf.index, leaf.leaf, new_head, proof=proof))
         for hook in self.on_batch:
             hook(leaves, new_head)
+
+    @staticmethod
+    def _receipt_proofs(old: CompactRange, nodes: list[tuple[int, int, bytes]], indices: list[int],
+                        size: int) -> list[tuple[bytes, ...]]:
+        """Inclusion proofs (RFC 9162 §2.1.3.1) of the batch's entries in the new tree, from memory.
+
+        Every node such a proof needs is a perfect subtree that either holds a leaf of the batch (so
+        the batch completed it: it is in ``nodes``) or lies wholly left of the batch, and then, being a
+        left sibling whose parent reaches into the batch, is one of the old compact range's subtrees."""
+        known = {(level, index): h for level, index, h in nodes}
+        known.update(zip(perfect_subtrees(old.size), old.hashes))
+        out = []
+        for i in indices:
+            plan = inclusion_plan(i, size)
+            out.append(tuple(plan.rehash([known[node] for node in plan.ids])))
+        return out
 
     async def _dedupe(self, batch: list[Pending], head: Head) -> list[Pending]:
         known = await self.storage.find_identities([p.identity for p in batch])

@@ -12,11 +12,19 @@ HTTP responses leaves a durable batch whose writers saw no acknowledgement: when
 identity index returns the original index.  No response is ever sent before COMMIT returns.
 
 Reads go through a second connection, so proofs and tiles are served while a batch commits.
+
+Erasure: a batch that holds an ``Erasure`` leaf deletes the erased entry's row of ``payloads`` in
+the same transaction (``secure_delete=ON`` zeroes the freed bytes); :meth:`SQLiteStorage.purge`
+then runs ``PRAGMA wal_checkpoint(TRUNCATE)`` on a third connection, so no WAL frame keeps the old
+page.  A crash between the two leaves the bytes in the WAL until the next purge or checkpoint; the
+server purges again at start-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import os
 import sqlite3
 from importlib import resources
@@ -31,6 +39,17 @@ __all__ = ["SQLiteStorage", "open_storage", "create_storage"]
 
 SCHEMA_VERSION = b"1"
 _HASH = 32
+
+# Search, retention and key usage: each is an index search, never a scan (tests/test_search.py checks
+# the query plans).  Time bounds become index bounds through leaves_time, see tlog/server/search.py.
+_RANGE = "idx >= ? AND idx < ? AND integrated_ms >= ? AND integrated_ms < ?"
+SQL_FIRST_AT = ("SELECT idx FROM leaves INDEXED BY leaves_time WHERE integrated_ms >= ? "
+                "ORDER BY integrated_ms, idx LIMIT 1")
+SQL_SEARCH_ALL = f"SELECT idx, leaf FROM leaves NOT INDEXED WHERE {_RANGE} ORDER BY idx LIMIT ?"
+SQL_SEARCH_KEY = f"SELECT idx, leaf FROM leaves INDEXED BY leaves_key WHERE key_id = ? AND {_RANGE} ORDER BY idx LIMIT ?"
+SQL_KEY_USAGE = ("SELECT count(*), min(idx), max(idx) FROM leaves INDEXED BY leaves_key "
+                 "WHERE key_id = ? AND idx < ?")
+SQL_PAYLOAD_INDICES = "SELECT idx FROM payloads WHERE idx < ? ORDER BY idx LIMIT ?"
 
 
 def _prefix_int(digest: bytes) -> int:
@@ -64,28 +83,61 @@ async def _pragma(conn: aiosqlite.Connection, name: str) -> str:
     return str(row[0]).lower() if row else ""
 
 
+class _Writer:
+    """The one writing connection, a plain sqlite3 connection used only from its own thread.
+
+    A batch is one call onto that thread (BEGIN IMMEDIATE … COMMIT run there in one go): one hand-off
+    per batch instead of one per statement, so the commit path never waits on the event loop (or the
+    GIL behind it) between statements."""
+
+    def __init__(self, path: str):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlog-writer")
+        self.conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None,
+                                    check_same_thread=False)
+        for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = FULL",
+                       "secure_delete = ON", "foreign_keys = ON"):
+            self.conn.execute(f"PRAGMA {pragma}")
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def pragma(self, name: str) -> str:
+        row = self.conn.execute(f"PRAGMA {name}").fetchone()
+        return str(row[0]).lower() if row else ""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.conn.close()
+
+
 class SQLiteStorage(Storage):
     """See tlog/server/storage.py for the contract."""
 
-    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 tile_cache: int = 4096):
+    def __init__(self, path: str, writer: _Writer, reader: aiosqlite.Connection, tile_cache: int = 4096):
         self.path = path
         self._w = writer
         self._r = reader
         self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
         self._cache_max = tile_cache
+        self._admin: aiosqlite.Connection | None = None  # WAL checkpoints, opened on first use
 
     async def close(self) -> None:
-        for conn in (self._r, self._w):
+        for conn in (self._r, self._admin):
+            if conn is None:
+                continue
             try:
                 await conn.close()
             except Exception:  # closing a connection whose thread died must not hide the real error
                 pass
+        try:
+            self._w.close()
+        except sqlite3.Error:
+            pass
 
     async def check_durability(self) -> None:
         """Refuse to run unless the writer really is in WAL mode with synchronous=FULL."""
-        mode = await _pragma(self._w, "journal_mode")
-        sync = await _pragma(self._w, "synchronous")
+        mode = await self._w.run(self._w.pragma, "journal_mode")
+        sync = await self._w.run(self._w.pragma, "synchronous")
         if mode != "wal" or sync != "2":
             raise StorageFailedError(f"database not durable: journal_mode={mode} synchronous={sync}")
 
@@ -96,61 +148,66 @@ class SQLiteStorage(Storage):
     # -- writes ------------------------------------------------------------------------------------
 
     async def commit_batch(self, batch: Batch, expected_size: int) -> None:
-        try:
-            await self._w.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _classify(exc) from exc
-        try:
-            await self._write_batch(batch, expected_size)
-            await self._w.execute("COMMIT")
-        except BaseException as exc:
-            await self._rollback()
-            if isinstance(exc, sqlite3.Error):
-                raise _classify(exc) from exc
-            raise
+        await self._w.run(self._commit_sync, batch, expected_size)
         for tile, data in batch.tiles.items():
             if len(data) == TILE_WIDTH * _HASH:
                 self._remember((tile.level, tile.index), data)
 
-    async def _rollback(self) -> None:
+    def _commit_sync(self, batch: Batch, expected_size: int) -> None:
+        """On the writer thread: the whole batch in one transaction (see the module docstring)."""
+        conn = self._w.conn
         try:
-            await self._w.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # no transaction left to roll back (SQLite already did on a failed COMMIT)
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _classify(exc) from exc
+        try:
+            self._write_batch(conn, batch, expected_size)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction left to roll back (SQLite already did on a failed COMMIT)
+            if isinstance(exc, sqlite3.Error):
+                raise _classify(exc) from exc
+            raise
 
-    async def _write_batch(self, batch: Batch, expected_size: int) -> None:
+    @staticmethod
+    def _write_batch(conn: sqlite3.Connection, batch: Batch, expected_size: int) -> None:
         h = batch.head
-        cur = await self._w.execute(
+        cur = conn.execute(
             "UPDATE head SET size = ?, root = ?, timestamp_ms = ?, note = ? WHERE id = 1 AND size = ?",
             (h.size, h.root, h.timestamp_ms, h.note, expected_size))
         if cur.rowcount != 1:
             raise HeadMovedError(f"head is no longer at size {expected_size}")
-        await self._w.executemany(
+        conn.executemany(
             "INSERT INTO leaves (idx, leaf, ident, lhash, key_id, integrated_ms) VALUES (?,?,?,?,?,?)",
             [(x.index, x.leaf, _prefix_int(x.identity), _prefix_int(x.leaf_hash), x.key_id,
               x.integrated_ms) for x in batch.leaves])
         payloads = [(x.index, x.salt, x.payload) for x in batch.leaves if x.payload is not None]
         if payloads:
-            await self._w.executemany("INSERT INTO payloads (idx, salt, payload) VALUES (?,?,?)", payloads)
+            conn.executemany("INSERT INTO payloads (idx, salt, payload) VALUES (?,?,?)", payloads)
+        erased = _erased_indices(batch)
+        if erased:  # contract 5: the payload goes in the same transaction as the Erasure leaf
+            conn.executemany("DELETE FROM payloads WHERE idx = ?", [(i,) for i in erased])
         ops = [(x.index,) for x in batch.leaves if x.operator]
         if ops:
-            await self._w.executemany("INSERT INTO operator_entries (idx) VALUES (?)", ops)
-        await self._w.executemany(
-            "INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?,?,?)",
-            [(t.level, t.index, d) for t, d in batch.tiles.items()])
-        await self._w.execute("INSERT INTO checkpoints (size, timestamp_ms, note) VALUES (?,?,?)",
-                              (h.size, h.timestamp_ms, h.note))
+            conn.executemany("INSERT INTO operator_entries (idx) VALUES (?)", ops)
+        conn.executemany("INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?,?,?)",
+                         [(t.level, t.index, d) for t, d in batch.tiles.items()])
+        conn.execute("INSERT INTO checkpoints (size, timestamp_ms, note) VALUES (?,?,?)",
+                     (h.size, h.timestamp_ms, h.note))
         if batch.meta:
-            await self._w.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?,?)",
-                                      list(batch.meta.items()))
+            conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?,?)", list(batch.meta.items()))
 
     async def execute_write(self, sql: str, params: tuple = ()) -> int:
         """One write statement in its own transaction (administrative changes outside the tree)."""
-        try:
-            cur = await self._w.execute(sql, params)
-            return cur.rowcount
-        except sqlite3.Error as exc:
-            raise _classify(exc) from exc
+        def run() -> int:
+            try:
+                return self._w.conn.execute(sql, params).rowcount
+            except sqlite3.Error as exc:
+                raise _classify(exc) from exc
+        return await self._w.run(run)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -253,12 +310,71 @@ class SQLiteStorage(Storage):
         rows = await self._r.execute_fetchall(sql, params)
         return rows[0] if rows else None
 
+    # -- search, retention, erasure (every query is an index search: see schema.sql) ----------------
+
+    async def _rows(self, sql: str, params: tuple) -> list:
+        return await self._all(sql, params)
+
+    async def first_index_at(self, time_ms: int, size: int) -> int:
+        rows = await self._rows(SQL_FIRST_AT, (time_ms,))
+        return min(int(rows[0][0]), size) if rows else size
+
+    async def search_leaves(self, key_id: bytes | None, start: int, end: int, limit: int,
+                            since_ms: int | None = None, until_ms: int | None = None) -> list[tuple[int, bytes]]:
+        params: tuple = (start, end, since_ms if since_ms is not None else -(1 << 63),
+                         until_ms if until_ms is not None else (1 << 63) - 1, limit)
+        if key_id is None:  # a range of the rowid, never a scan of the time index
+            rows = await self._rows(SQL_SEARCH_ALL, params)
+        else:
+            rows = await self._rows(SQL_SEARCH_KEY, (key_id, *params))
+        return [(int(i), bytes(b)) for i, b in rows]
+
+    async def key_usage(self, key_id: bytes, size: int) -> tuple[int, int | None, int | None]:
+        rows = await self._rows(SQL_KEY_USAGE, (key_id, size))
+        count, first, last = rows[0]
+        return int(count), None if first is None else int(first), None if last is None else int(last)
+
+    async def payload_indices(self, end: int, limit: int) -> list[int]:
+        rows = await self._rows(SQL_PAYLOAD_INDICES, (end, limit))
+        return [int(r[0]) for r in rows]
+
+    async def purge(self) -> bool:
+        """``PRAGMA wal_checkpoint(TRUNCATE)``: copy every WAL frame into the database and truncate
+        the WAL to zero bytes, so pages as they were before an erasure survive nowhere.  Runs on its
+        own connection (the writer's may be inside the sequencer's next transaction); it waits for the
+        writer and readers through the busy timeout.  False when readers kept it from finishing."""
+        try:
+            if self._admin is None:
+                self._admin = await _connect(self.path)
+            async with self._admin.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise _classify(exc) from exc
+        return row is not None and int(row[0]) == 0
+
+
+def _erased_indices(batch: Batch) -> list[int]:
+    """The entries whose payloads the batch's Erasure leaves erase (operator leaves are rare)."""
+    from ..entry import Erasure, Leaf  # noqa: local import keeps the module light for tools
+
+    out = []
+    for x in batch.leaves:
+        if x.operator:
+            entry = Leaf.decode(x.leaf).entry
+            if isinstance(entry, Erasure):
+                out.append(entry.index)
+    return out
+
+
+def _schema() -> str:
+    return resources.files("tlog.server").joinpath("schema.sql").read_text()
+
 
 async def create_storage(path: str, head: Head, meta: dict[str, bytes]) -> SQLiteStorage:
     """Create a new database at ``path`` (which must not exist) holding an empty tree's head."""
     if os.path.exists(path):
         raise StorageError(f"refusing to overwrite existing database {path}")
-    schema = resources.files("tlog.server").joinpath("schema.sql").read_text()
+    schema = _schema()
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -279,7 +395,10 @@ async def open_storage(path: str) -> SQLiteStorage:
     """Open an existing database; never creates one (a missing file is an error, not a new log)."""
     if not os.path.isfile(path):
         raise StorageError(f"no log database at {path} (run `tlog init` first)")
-    writer = await _connect(path)
+    try:
+        writer = _Writer(path)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path} is not a usable tlog database: {exc}") from exc
     reader = await _connect(path)
     store = SQLiteStorage(path, writer, reader)
     try:
@@ -291,4 +410,9 @@ async def open_storage(path: str) -> SQLiteStorage:
     if version != SCHEMA_VERSION:
         await store.close()
         raise StorageError(f"{path}: unsupported schema version {version!r}")
+    try:  # schema.sql is idempotent: adds the tables and indexes a database of an older release lacks
+        await writer.run(writer.conn.executescript, _schema())
+    except sqlite3.Error as exc:
+        await store.close()
+        raise _classify(exc) from exc
     return store

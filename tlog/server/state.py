@@ -6,6 +6,7 @@ Everything the handlers do that is not HTTP lives here, so handlers stay thin.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,18 +19,19 @@ from ..hashing import HASH_SIZE
 from ..note import Signer
 from ..tlogproof import TlogProof
 from .config import DAY_MS, LogConfig, check_private_file
-from .sequencer import Integrated, Pending, Sequencer
+from .erasure import Purger
+from .logs import log_event
+from .metrics import Metrics
+from .sequencer import Integrated, Pending, RateLimitedError, Sequencer
 from .sqlite import SQLiteStorage, open_storage
 from .storage import Head
+from .tokens import TokenStore
 from .treereader import TreeReader
 
 __all__ = ["LogState", "RateLimitedError", "NotFoundError", "TooLargeError", "Receipt"]
 
 
-class RateLimitedError(Exception):
-    def __init__(self, message: str, retry_after: float):
-        super().__init__(message)
-        self.retry_after = retry_after
+_oplog = logging.getLogger("tlog.operator")
 
 
 class NotFoundError(Exception):
@@ -61,54 +63,57 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
-class _TokenBucket:
-    __slots__ = ("rate", "tokens", "stamp")
-
-    def __init__(self, rate: float):
-        self.rate, self.tokens, self.stamp = rate, rate, time.monotonic()
-
-    def take(self) -> float:
-        """0 when a token was taken, else the seconds until one is available."""
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
 class LogState:
     """One open log."""
 
     def __init__(self, data_dir: str, config: LogConfig, storage: SQLiteStorage, signer: Signer,
-                 clock_ms: Callable[[], int]):
+                 clock_ms: Callable[[], int], sequencer=None):
         self.data_dir = data_dir
         self.config = config
         self.storage = storage
         self.signer = signer
         self.clock_ms = clock_ms
-        self.sequencer = Sequencer(storage, signer, config.origin, clock_ms=clock_ms,
-                                   max_batch=config.max_batch, max_pending=config.max_pending)
+        # The sequencer, or in an HTTP worker process (tlog/server/workers.py) its remote stand-in.
+        self.sequencer = sequencer or Sequencer(storage, signer, config.origin, clock_ms=clock_ms,
+                                                max_batch=config.max_batch, max_pending=config.max_pending)
         self.reader = TreeReader(storage.read_tiles, overlay=self.sequencer.current_tiles)
-        self._buckets: dict[bytes, _TokenBucket] = {}
+        # Operating the log (spec/privacy.md): reader tokens (opened by ``open``), metrics, WAL purges.
+        self.tokens: TokenStore | None = None
+        self.purger = Purger(storage)
+        self.metrics = Metrics()
+        self.metrics.bind(lambda: self.sequencer.head, clock_ms, self.sequencer.backlog,
+                          lambda: self.sequencer.stopped is not None)
+        self.sequencer.on_batch.append(self.metrics.on_batch)
 
     @classmethod
-    async def open(cls, data_dir: str, clock_ms: Callable[[], int] | None = None) -> LogState:
+    async def open(cls, data_dir: str, clock_ms: Callable[[], int] | None = None,
+                   worker_socket: str | None = None) -> LogState:
+        """Open the log.  With ``worker_socket`` this process is an HTTP worker: writes go to the
+        sequencer process listening there (tlog/server/workers.py)."""
         config = LogConfig.load(data_dir)
         signer = Signer.from_skey(check_private_file(os.path.join(data_dir, "log.key")).decode().strip())
         storage = await open_storage(os.path.join(data_dir, "log.db"))
-        state = cls(data_dir, config, storage, signer, clock_ms or (lambda: time.time_ns() // 1_000_000))
+        remote = None
+        if worker_socket is not None:
+            from .workers import RemoteSequencer
+
+            remote = RemoteSequencer(storage, worker_socket)
+        state = cls(data_dir, config, storage, signer, clock_ms or (lambda: time.time_ns() // 1_000_000),
+                    sequencer=remote)
         try:
             await state.sequencer.load()
+            state.tokens = await TokenStore.open(storage.path)
         except BaseException:
             await storage.close()
             raise
+        await state.purger.purge()  # an erasure whose purge a crash interrupted leaves nothing behind
         state.sequencer.start()
         return state
 
     async def close(self) -> None:
         await self.sequencer.stop()
+        if self.tokens is not None:
+            await self.tokens.close()
         await self.storage.close()
 
     @property
@@ -121,7 +126,17 @@ class LogState:
     # -- writes -----------------------------------------------------------------------------------
 
     async def append_event(self, body: bytes, signature: bytes, salt: bytes, payload: bytes) -> Receipt:
-        """Verify a writer's signed event entry and wait for its receipt."""
+        """Verify a writer's signed event entry and wait for its receipt (counted in the metrics)."""
+        start = time.perf_counter()
+        try:
+            receipt = await self._append_event(body, signature, salt, payload)
+        except Exception as exc:
+            self.metrics.append_failed(exc, body, self.sequencer.registry)
+            raise
+        self.metrics.append_done(receipt.duplicate, body, time.perf_counter() - start)
+        return receipt
+
+    async def _append_event(self, body: bytes, signature: bytes, salt: bytes, payload: bytes) -> Receipt:
         if len(payload) > self.config.max_payload_bytes:
             raise TooLargeError(f"payload is {len(payload)} bytes, the limit is {self.config.max_payload_bytes}")
         entry = decode_body(body)
@@ -132,12 +147,13 @@ class LogState:
         if payload_commitment(salt, payload) != entry.commitment:
             raise FormatError("payload and salt do not match the entry's commitment")
         now = self.clock_ms()
-        registry = self.sequencer.registry
-        record = registry.check_event(self.head.size, Leaf(body, signature, now))
-        self._rate_limit(entry.key_id, record.rate_limit or self.config.default_rate_limit)
         leaf = Leaf(body, signature, now)
+        record = await self._check_event(leaf)
+        queued = time.perf_counter()
         result = await self.sequencer.submit(Pending(body, signature, leaf.identity(), key_id=entry.key_id,
-                                                     salt=salt, payload=payload))
+                                                     salt=salt, payload=payload),
+                                             record.rate_limit or self.config.default_rate_limit)
+        self.metrics.integration.observe(time.perf_counter() - queued)
         return await self._receipt(result)
 
     async def append_operator(self, body: bytes, signature: bytes) -> Receipt:
@@ -148,22 +164,57 @@ class LogState:
         if entry.origin != self.config.origin:
             raise KeyRegistryError(f"entry is for log {entry.origin!r}, this is {self.config.origin!r}")
         leaf = Leaf(body, signature, self.clock_ms())
-        self.sequencer.registry.copy().apply(self.head.size, leaf)  # fail fast; re-checked in the batch
-        result = await self.sequencer.submit(Pending(body, signature, leaf.identity(), operator=True))
-        return await self._receipt(result)
+        try:
+            probe = self.sequencer.registry.copy()
+            probe.apply(probe.size, leaf)  # fail fast with the reason; re-checked in the batch
+            result = await self.sequencer.submit(Pending(body, signature, leaf.identity(), operator=True))
+        except Exception as exc:
+            self.metrics.operator_failed(exc)
+            raise
+        receipt = await self._receipt(result)
+        self.metrics.operator_appends.labels("duplicate" if receipt.duplicate else "accepted", "").inc()
+        if not receipt.duplicate:
+            self._log_operator_entry(receipt.index, entry)
+        if isinstance(entry, Erasure):
+            await self.purger.purge()  # the payload's old pages leave the WAL before the receipt goes out
+        return receipt
 
-    def _rate_limit(self, key_id: bytes, rate: int) -> None:
-        if rate <= 0:
+    @staticmethod
+    def _log_operator_entry(index: int, entry: KeyEvent | Erasure) -> None:
+        """One structured log line per key event and erasure (spec/privacy.md)."""
+        if isinstance(entry, Erasure):
+            log_event(_oplog, "erasure", index=index, erased_index=entry.index, reason=entry.reason,
+                      operator_timestamp_ms=entry.timestamp_ms)
             return
-        bucket = self._buckets.get(key_id)
-        if bucket is None or bucket.rate != rate:
-            bucket = self._buckets[key_id] = _TokenBucket(float(rate))
-        wait = bucket.take()
-        if wait:
-            raise RateLimitedError(f"key {key_id.hex()[:16]} is over its limit of {rate} entries/s", wait)
+        log_event(_oplog, "key_event", index=index, action=entry.action.text, **_entry_json(entry))
+
+    async def _check_event(self, leaf: Leaf):
+        """The key, its validity and the signature, against the registry as far as it goes (the
+        sequencer's own re-check at integration time is authoritative).  A worker process whose copy
+        does not know the key yet refreshes it once and checks again."""
+        try:
+            return self.sequencer.registry.check_event(self.sequencer.registry.size, leaf)
+        except KeyRegistryError:
+            refresh = getattr(self.sequencer, "refresh", None)
+            if refresh is None:
+                raise
+            await refresh()
+            return self.sequencer.registry.check_event(self.sequencer.registry.size, leaf)
+
+    async def submit_with_proof(self, pending: Pending, rate: int = 0) -> Integrated:
+        """For worker processes (tlog/server/workers.py): submit, then add the inclusion proof, read
+        from the tiles this process holds in memory."""
+        result = await self.sequencer.submit(pending, rate)
+        if result.proof is not None:
+            return result
+        head = result.head if result.head.size > result.index else self.head
+        proof = await self.inclusion_proof(result.index, head.size)
+        return Integrated(result.index, result.leaf, head, result.duplicate, tuple(proof))
 
     async def _receipt(self, result: Integrated) -> Receipt:
         head = result.head
+        if result.proof is not None and head.size > result.index:
+            return Receipt(result.index, result.leaf, head.note, list(result.proof), result.duplicate)
         if result.duplicate and head.size <= result.index:
             head = self.head
         proof = await self.inclusion_proof(result.index, head.size)

@@ -18,6 +18,10 @@ Contract (every backend, tested by tests/test_storage_contract.py):
    :class:`StorageFailedError`.  After a failed commit the backend must not be trusted to have or
    not have written anything until it is reopened: the caller stops writing (a failed fsync is never
    retried and acknowledged).
+5. Erasure (spec/privacy.md): a batch holding an ``Erasure`` leaf for entry ``i`` deletes the salt
+   and payload of ``i`` in the same transaction, and the backend overwrites the deleted bytes
+   (SQLite: ``secure_delete``); :meth:`Storage.purge` then removes old copies of pages that held them
+   (SQLite: a ``TRUNCATE`` checkpoint of the WAL).  Leaves, tiles and checkpoints are never removed.
 
 Life of an entry (see tlog/server/sequencer.py for the sequencer's half):
 ``POST /v1/entries`` → handler verifies signature, key and commitment → sequencer queue → batch of
@@ -139,3 +143,28 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def get_meta(self, name: str) -> bytes | None: ...
+
+    # -- operating the log (search, retention, privacy); optional for test doubles -------------------
+
+    async def first_index_at(self, time_ms: int, size: int) -> int:
+        """The smallest index below ``size`` whose integration time is ``>= time_ms`` (``size`` if none).
+        Integration times never decrease along the tree, so this bounds a time range by indices."""
+        raise NotImplementedError
+
+    async def search_leaves(self, key_id: bytes | None, start: int, end: int, limit: int,
+                            since_ms: int | None = None, until_ms: int | None = None) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` (index, leaf) with ``start <= index < end``, in index order: every leaf, or
+        the event entries signed by ``key_id``; ``since_ms <= integrated_ms < until_ms`` when given."""
+        raise NotImplementedError
+
+    async def key_usage(self, key_id: bytes, size: int) -> tuple[int, int | None, int | None]:
+        """(count, first index, last index) of the event entries of ``key_id`` below ``size``."""
+        raise NotImplementedError
+
+    async def payload_indices(self, end: int, limit: int) -> list[int]:
+        """Up to ``limit`` indices below ``end`` that still hold a payload, ascending (retention)."""
+        raise NotImplementedError
+
+    async def purge(self) -> bool:
+        """Remove stale copies of deleted bytes (after an erasure); True when complete."""
+        raise NotImplementedError

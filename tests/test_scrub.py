@@ -1,0 +1,193 @@
+"""The server's self-checks (tlog/server/scrub.py): `tlog fsck`, the periodic scrub that stops signing on a
+mismatch while reads go on, and the start-up refusals (a restored backup, a corrupt database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import init_log, start_server, tlog_cmd
+from tests.test_export import WRITER, _fill
+from tlog.client import LogClient, LogServerError
+
+
+def _db(data: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(os.path.join(data, "log.db"), timeout=10, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _exec(data: str, sql: str, params: tuple = ()) -> int:
+    conn = _db(data)
+    try:
+        return conn.execute(sql, params).rowcount
+    finally:
+        conn.close()
+
+
+def _one(data: str, sql: str, params: tuple = ()):
+    conn = _db(data)
+    try:
+        return conn.execute(sql, params).fetchone()
+    finally:
+        conn.close()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """A stopped log of 302 entries (genesis, a key, 300 events): copy it before changing anything."""
+    data = str(tmp_path_factory.mktemp("scrub") / "log")
+    init_log(data)
+    server = start_server(data)
+    try:
+        import asyncio
+        asyncio.run(_fill(server, 300))
+        with open(os.path.join(data, "published-checkpoint"), "rb") as f:
+            published = f.read()
+        assert published == _get(server.url + "/checkpoint")[1]
+    finally:
+        server.stop()
+    return data
+
+
+def _copy(populated, tmp_path) -> str:
+    data = str(tmp_path / "log")
+    shutil.copytree(populated, data)
+    return data
+
+
+def _flip_blob(blob: bytes, at: int = -3) -> bytes:
+    b = bytearray(blob)
+    b[at] ^= 0x01
+    return bytes(b)
+
+
+def test_fsck_of_a_healthy_log(populated, tmp_path):
+    data = _copy(populated, tmp_path)
+    proc = tlog_cmd("fsck", "--data", data)
+    assert proc.stdout.startswith(b"OK: tree size 302: 302 leaves re-hashed, 3 hash tiles rebuilt")
+    assert b"300 payload commitments checked (0 erased)" in proc.stdout
+
+
+TAMPERING = {
+    "leaf updated": (lambda d: _exec(d, "UPDATE leaves SET leaf = ? WHERE idx = 5",
+                                     (_flip_blob(_one(d, "SELECT leaf FROM leaves WHERE idx = 5")[0]),)),
+                     b"leaf 5: its hash differs in the level-0 tile tile/0/000 (hash 5)"),
+    "leaf deleted": (lambda d: _exec(d, "DELETE FROM leaves WHERE idx = 100"), b"leaf 100 is missing"),
+    "level-0 tile updated": (lambda d: _exec(d, "UPDATE tiles SET data = ? WHERE level = 0 AND idx = 1",
+                                             (_flip_blob(_one(d, "SELECT data FROM tiles WHERE level = 0 AND idx = 1")[0], 40),)),
+                             b"leaf 257: its hash differs in the level-0 tile tile/0/001"),
+    "level-1 tile deleted": (lambda d: _exec(d, "DELETE FROM tiles WHERE level = 1"),
+                             b"the subtree from leaf 0: the stored tile does not match the stored leaves: "
+                             b"tile/1/000.p/1 is missing"),
+    "payload updated": (lambda d: _exec(d, "UPDATE payloads SET payload = x'00' WHERE idx = 7"),
+                        b"the stored payload of entry 7 does not match its commitment"),
+    "payload deleted": (lambda d: _exec(d, "DELETE FROM payloads WHERE idx = 9"),
+                        b"the payload of entry 9 is missing and no erasure entry covers it"),
+    "old checkpoint altered": (lambda d: _exec(d, "UPDATE checkpoints SET note = ? WHERE size = 2",
+                                               (_flip_blob(_one(d, "SELECT note FROM checkpoints WHERE size = 2")[0], -10),)),
+                               b"stored checkpoint at size 2 does not verify"),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERING))
+def test_fsck_finds_tampering(populated, tmp_path, name):
+    data = _copy(populated, tmp_path)
+    tamper, message = TAMPERING[name]
+    assert tamper(data) == 1
+    proc = tlog_cmd("fsck", "--data", data, check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert message in proc.stdout, proc.stdout
+    assert b"tlog: fsck FAILED" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def _set_config(data: str, **settings) -> None:
+    path = os.path.join(data, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config.update(settings)
+    with open(path, "w") as f:
+        json.dump(config, f)
+
+
+async def test_running_server_stops_signing_when_the_scrub_fails(populated, tmp_path):
+    data = _copy(populated, tmp_path)
+    _set_config(data, scrub_interval_seconds=0.3)
+    server = start_server(data)
+    try:
+        status, before = _get(server.url + "/checkpoint")
+        assert status == 200 and _get(server.url + "/healthz")[0] == 200
+        _exec(data, "UPDATE leaves SET leaf = ? WHERE idx = 50",
+              (_flip_blob(_one(data, "SELECT leaf FROM leaves WHERE idx = 50")[0]),))
+        deadline = time.monotonic() + 30
+        while _get(server.url + "/healthz")[0] != 503:
+            assert time.monotonic() < deadline, "the scrub did not stop writes"
+            time.sleep(0.2)
+        health = json.loads(_get(server.url + "/healthz")[1])
+        assert health["status"] == "degraded" and "self-check failed: leaf 50: its hash differs" in health["writes"]
+        async with LogClient(server.url, log_key=server.vkey) as client:
+            with pytest.raises(LogServerError) as err:
+                await client.append(WRITER, b"after the scrub failed")
+        assert err.value.status == 503
+        assert _get(server.url + "/checkpoint") == (200, before)  # nothing new signed; reads go on
+        assert _get(server.url + "/tile/0/000")[0] == 200
+        metrics = _get(server.url + "/metrics")[1].decode()
+        assert 'tlog_scrub_runs_total{outcome="failed"} 1.0' in metrics and "tlog_writes_stopped 1.0" in metrics
+        assert any(line.get("event") == "scrub_failed" for line in server.logs())
+    finally:
+        server.stop()
+
+
+def test_startup_refuses_a_database_behind_its_published_checkpoint(populated, tmp_path):
+    data = _copy(populated, tmp_path)
+    backup = str(tmp_path / "backup.db")
+    shutil.copy(os.path.join(data, "log.db"), backup)  # the log is stopped: no WAL to copy
+    server = start_server(data)
+    try:
+        import asyncio
+        asyncio.run(_fill(server, 5, register=False))
+    finally:
+        server.stop()
+    latest = str(tmp_path / "latest.db")
+    shutil.copy(os.path.join(data, "log.db"), latest)
+    shutil.copy(backup, os.path.join(data, "log.db"))
+    proc = tlog_cmd("serve", "--data", data, "--listen", "127.0.0.1:0", check=False, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert (b"the database is behind the last checkpoint this log published (size 307, the database has 302)"
+            in proc.stderr) and b"Traceback" not in proc.stderr
+    fsck = tlog_cmd("fsck", "--data", data, check=False)
+    assert fsck.returncode == 1 and b"the database is behind" in fsck.stdout
+    shutil.copy(latest, os.path.join(data, "log.db"))
+    start_server(data).stop()  # the right database starts again
+
+
+@pytest.mark.parametrize("damage", ["garbage page", "truncated"])
+def test_startup_refuses_a_corrupt_database(populated, tmp_path, damage):
+    data = _copy(populated, tmp_path)
+    path = os.path.join(data, "log.db")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size // 2)
+        else:
+            f.seek(size // 2)
+            f.write(os.urandom(8192))
+    proc = tlog_cmd("serve", "--data", data, "--listen", "127.0.0.1:0", check=False, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert b"refusing to start" in proc.stderr or b"malformed" in proc.stderr, proc.stderr
+    assert b"Traceback" not in proc.stderr

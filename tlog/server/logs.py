@@ -1,0 +1,107 @@
+"""Structured JSON logs (one object per line on stderr) and the request-id middleware.
+
+Every line has ``ts`` (ISO 8601 UTC), ``level``, ``logger``, ``event`` and, inside a request, its
+``request_id``; :func:`log_event` adds fields.  Lines written by the server:
+
+* ``request``: one per HTTP request (method, path, route, status, duration_ms, remote, bytes);
+* ``key_event`` / ``erasure``: one per operator entry accepted (index, action, key id, name, …);
+* ``payload_read``: one per payload returned (token id and name, entry index): who read what, when;
+* ``retention``: one per retention pass that erased something.
+
+The request id is the client's ``X-Request-Id`` when it is a short token of safe characters, else a
+new random one; it is echoed in the response's ``X-Request-Id``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["REQUEST_ID", "JsonFormatter", "setup_logging", "log_event", "request_middleware", "METRICS_HOOK"]
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("tlog_request_id", default=None)
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_access = logging.getLogger("tlog.access")
+
+#: ``app[METRICS_HOOK](method, route, status)`` counts a request (set by app.py; absent in bare apps).
+METRICS_HOOK: web.AppKey[Any] = web.AppKey("metrics_hook", object)
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "event", "request_id"?, **fields}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(), "logger": record.name, "event": record.getMessage()}
+        rid = getattr(record, "request_id", None) or REQUEST_ID.get()
+        if rid:
+            out["request_id"] = rid
+        out.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
+    """Send every ``tlog.*`` logger's records to ``stream`` (stderr) as JSON lines (idempotent)."""
+    root = logging.getLogger("tlog")
+    for h in list(root.handlers):
+        if getattr(h, "_tlog_json", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._tlog_json = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One structured line: ``event`` plus ``fields``."""
+    logger.log(level, event, extra={"fields": fields})
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info  # a dict: empty (falsy) for a route without parameters
+    resource = info.route.resource if info is not None and info.route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler):
+    """Outermost middleware: request id in, ``X-Request-Id`` out, one ``request`` log line, the
+    request counted.  Runs around the error middleware, so it sees the final status of every answer."""
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if _SAFE_ID.fullmatch(given) else secrets.token_hex(8)
+    token = REQUEST_ID.set(rid)
+    start = time.perf_counter()
+    status, size = 500, 0
+    try:
+        response = await handler(request)
+        status, size = response.status, response.content_length or 0
+        response.headers["X-Request-Id"] = rid
+        return response
+    except web.HTTPException as exc:  # answers the error middleware passes through (redirects, JSON errors)
+        status = exc.status
+        exc.headers["X-Request-Id"] = rid
+        raise
+    finally:
+        route = _route(request)
+        hook = request.app.get(METRICS_HOOK)
+        if hook is not None:
+            hook(request.method, route, status)
+        log_event(_access, "request", method=request.method, path=request.path_qs[:512], route=route,
+                  status=status, duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                  remote=request.remote, bytes=size)
+        REQUEST_ID.reset(token)

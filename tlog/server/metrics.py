@@ -1,0 +1,134 @@
+"""Prometheus metrics of one log (``GET /metrics``), in a registry of its own.
+
+Each :class:`Metrics` owns a ``CollectorRegistry`` (never the process-global one: tests run many
+apps in one process).  Counters are moved by the code that knows the outcome (LogState for appends
+and payload reads, the sequencer's ``on_batch`` hook for what was integrated, the request middleware
+for HTTP requests); gauges are read from the log when scraped.  Label values are bounded: key ids
+come from the registry (an unregistered key is ``unknown``), token ids from the tokens table, routes
+are route templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
+
+from ..entry import Erasure, KeyEvent, Leaf, decode_body
+from ..errors import TlogError
+from ..registry import EntryRejected, Registry
+from .storage import Head, NewLeaf
+
+__all__ = ["Metrics", "CONTENT_TYPE", "reason_of"]
+
+#: The classic text format (0.0.4) that every Prometheus server scrapes.
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def reason_of(exc: Exception) -> str:
+    """A short, bounded label for why an append failed: the registry's reason (spec/keys.md §3), else
+    the error class (``too_large``, ``rate_limited``, ``format``, ``backlog_full`` …)."""
+    if isinstance(exc, EntryRejected):
+        return str(exc.reason).replace(" ", "_")
+    name = type(exc).__name__.removesuffix("Error") or "error"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _key_label(body: bytes, registry: Registry | None) -> str:
+    """The writer key id of a (possibly bad) body: hex when registered, else ``unknown`` / ``none``."""
+    try:
+        entry = decode_body(body)
+    except TlogError:
+        return "none"
+    key_id = getattr(entry, "key_id", None)
+    if not isinstance(key_id, bytes):
+        return "none"
+    return key_id.hex() if registry is not None and key_id in registry.keys else "unknown"
+
+
+class Metrics:
+    """Every metric of one log.  :meth:`bind` connects the gauges to the running log."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.appends = Counter("tlog_appends", "Writer appends (POST /v1/entries) by outcome, reason and key id",
+                               ["outcome", "reason", "key_id"], registry=r)
+        self.operator_appends = Counter(
+            "tlog_operator_appends", "Operator entries submitted (POST /v1/operator-entries) by outcome and reason",
+            ["outcome", "reason"], registry=r)
+        self.key_events = Counter("tlog_key_events", "Key events integrated into the tree, by action",
+                                  ["action"], registry=r)
+        self.erasures = Counter("tlog_erasures", "Erasure entries integrated (payload and salt deleted)",
+                                registry=r)
+        self.retention_runs = Counter("tlog_retention_runs", "Retention passes, by outcome", ["outcome"],
+                                      registry=r)
+        self.batch_size = Histogram("tlog_batch_size", "Leaves per committed batch", buckets=_BATCH_BUCKETS,
+                                    registry=r)
+        self.integration = Histogram(
+            "tlog_integration_latency_seconds",
+            "From handing a verified entry to the sequencer until it is durable under a signed checkpoint",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.receipt = Histogram("tlog_receipt_latency_seconds",
+                                 "From receiving an append until its receipt (with inclusion proof) is ready",
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.payload_reads = Counter("tlog_payload_reads", "Payloads (and salts) returned, by reader token id",
+                                     ["token_id"], registry=r)
+        self.payload_refusals = Counter("tlog_payload_refusals",
+                                        "Requests refused for a missing scope or an invalid token, by reason",
+                                        ["reason"], registry=r)
+        self.http = Counter("tlog_http_requests", "HTTP requests by method, route template and status",
+                            ["method", "route", "status"], registry=r)
+        self.tree_size = Gauge("tlog_tree_size", "Size of the latest published checkpoint", registry=r)
+        self.checkpoint_age = Gauge("tlog_checkpoint_age_seconds",
+                                    "Seconds since the latest checkpoint was signed", registry=r)
+        self.backlog = Gauge("tlog_backlog", "Entries waiting for integration", registry=r)
+        self.writes_stopped = Gauge("tlog_writes_stopped", "1 when writes are stopped after a failure",
+                                    registry=r)
+
+    def bind(self, head: Callable[[], Head | None], clock_ms: Callable[[], int], backlog: Callable[[], int],
+             stopped: Callable[[], bool]) -> None:
+        def size() -> float:
+            h = head()
+            return float(h.size) if h else 0.0
+
+        def age() -> float:
+            h = head()
+            return max(0.0, (clock_ms() - h.timestamp_ms) / 1000) if h else 0.0
+
+        self.tree_size.set_function(size)
+        self.checkpoint_age.set_function(age)
+        self.backlog.set_function(lambda: float(backlog()))
+        self.writes_stopped.set_function(lambda: 1.0 if stopped() else 0.0)
+
+    # -- appends ----------------------------------------------------------------------------------
+
+    def append_done(self, duplicate: bool, body: bytes, seconds: float) -> None:
+        entry = decode_body(body)
+        self.appends.labels("duplicate" if duplicate else "accepted", "", entry.key_id.hex()).inc()
+        self.receipt.observe(seconds)
+
+    def append_failed(self, exc: Exception, body: bytes, registry: Registry | None) -> None:
+        self.appends.labels("rejected", reason_of(exc), _key_label(body, registry)).inc()
+
+    def operator_failed(self, exc: Exception) -> None:
+        self.operator_appends.labels("rejected", reason_of(exc)).inc()
+
+    def on_batch(self, leaves: list[NewLeaf], head: Head) -> None:
+        """The sequencer's hook: one committed batch."""
+        self.batch_size.observe(len(leaves))
+        for x in leaves:
+            if not x.operator:
+                continue
+            entry = Leaf.decode(x.leaf).entry
+            if isinstance(entry, KeyEvent):
+                self.key_events.labels(entry.action.text).inc()
+            elif isinstance(entry, Erasure):
+                self.erasures.inc()
+
+    def render(self) -> bytes:
+        return exposition.generate_latest(self.registry)

@@ -1,0 +1,487 @@
+"""The server checks itself: start-up checks, a periodic scrub of the database, and ``tlog fsck``.
+
+* **Start-up** (:func:`preflight`, before the log opens) refuses to run when ``PRAGMA quick_check`` fails,
+  or when the database is *behind* the last checkpoint this server published (a restored backup, a
+  truncated file): ``DIR/published-checkpoint`` holds that checkpoint outside the database, written
+  atomically after each committed batch by :class:`PublishedCheckpoint` (the sequencer's ``on_batch``
+  hook).  A database ahead of the file must still contain the published tree: the root at the file's
+  size, recomputed from the stored tiles, must be the published root.
+* **Scrub** (:func:`scrub_database`, run every ``scrub_interval_seconds`` by :class:`Scrubber` and by
+  ``tlog fsck``): re-hashes every stored leaf, rebuilds every hash tile from the leaf hashes and compares
+  it with the stored one, checks that every stored checkpoint is validly signed and that its root is the
+  root of the leaves below its size (so all published checkpoints are consistent with each other), and
+  that every stored payload matches its entry's commitment and only erased payloads are gone.
+  On any mismatch the running server stops writing (the sequencer's ``stopped``: appends get 503, nothing
+  new is signed), ``/healthz`` says ``degraded``, a CRITICAL log line and ``tlog_scrub_runs{outcome=
+  "failed"}`` report it, and reads keep being served.
+
+Crash ordering of the published-checkpoint file: the batch commits to the database first, then the file
+is replaced (temporary file, fsync, rename).  A crash between the two leaves the file *behind* the
+database, which start-up accepts; the file is never ahead of what was durably committed.
+
+The scrub reads through its own read-only SQLite connection in a worker thread, never through the
+server's tile cache, so a tile altered on disk is seen even when a copy of it is cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from ..logaudit import TileRebuilder, first_tile_difference
+from ..checkpoint import Checkpoint, open_checkpoint
+from ..entry import Erasure, EventEntry, Leaf, payload_commitment
+from ..errors import TlogError
+from ..export import write_atomic
+from ..hashing import EMPTY_ROOT, HASH_SIZE, leaf_hash
+from ..note import Verifier
+from ..proof import root_plan
+from ..tiles import TILE_WIDTH, Tile, TileHashReader
+from .config import ConfigError
+from .handlers import STATE
+from .logs import log_event
+from .storage import Head, NewLeaf
+
+__all__ = ["ScrubReport", "scrub_database", "preflight", "preflight_problems", "fsck", "PublishedCheckpoint",
+           "Scrubber", "ScrubFailedError", "StartupRefused", "preflight_ctx", "scrub_ctx",
+           "PUBLISHED_CHECKPOINT"]
+
+log = logging.getLogger("tlog.scrub")
+
+PUBLISHED_CHECKPOINT = "published-checkpoint"
+_CHUNK = 1024
+
+
+class StartupRefused(ConfigError):
+    """The data directory fails a start-up check: the server must not run on it."""
+
+
+class ScrubFailedError(Exception):
+    """The stored log does not re-derive to its signed roots: writes stop (503), reads go on."""
+
+
+@dataclass
+class ScrubReport:
+    """What a scrub (or ``tlog fsck``) checked and every problem it found (capped)."""
+
+    size: int = 0
+    leaves: int = 0
+    tiles: int = 0
+    checkpoints: int = 0
+    payloads: int = 0
+    erased: int = 0
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, text: str, limit: int = 100) -> None:
+        if len(self.problems) < limit:
+            self.problems.append(text)
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"OK: tree size {self.size}: {self.leaves} leaves re-hashed, {self.tiles} hash tiles rebuilt, "
+                    f"{self.checkpoints} signed checkpoints re-derived, {self.payloads} payload commitments "
+                    f"checked ({self.erased} erased) in {self.seconds:.1f} s")
+        return "FAILED:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+def _connect(db_path: str) -> sqlite3.Connection:
+    if not os.path.isfile(db_path):
+        raise StartupRefused(f"no log database at {db_path}")
+    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+
+
+def _verifier(data_dir: str) -> Verifier:
+    try:
+        with open(os.path.join(data_dir, "log.vkey"), encoding="utf-8") as f:
+            return Verifier.from_vkey(f.read().strip())
+    except (OSError, TlogError) as exc:
+        raise StartupRefused(f"cannot read the log's verifier key {data_dir}/log.vkey: {exc}") from exc
+
+
+# ============================================================================ the scrub
+
+class _Scrub:
+    def __init__(self, conn: sqlite3.Connection, verifier: Verifier, should_stop: Callable[[], bool]):
+        self.conn, self.verifier, self.should_stop = conn, verifier, should_stop
+        self.report = ScrubReport()
+        self.missing_payloads: list[int] = []
+
+    def one(self, sql: str, params: tuple = ()) -> tuple | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def run(self, size: int | None) -> ScrubReport:
+        head = self.one("SELECT size, root, note FROM head WHERE id = 1")
+        if head is None:
+            self.report.problem("the database has no head row")
+            return self.report
+        target = int(head[0]) if size is None else min(size, int(head[0]))
+        self.report.size = target
+        cp = self._signed_root(target, bytes(head[2]) if target == head[0] else None, bytes(head[1]))
+        rebuilder = TileRebuilder(target)
+        checkpoints = self._checkpoints(target)
+        next_cp = next(checkpoints, None)
+        while next_cp is not None and next_cp[0] == 0:
+            next_cp = self._check_root(next_cp, EMPTY_ROOT, checkpoints)
+        for start in range(0, target, _CHUNK):
+            if self.should_stop():
+                self.report.stopped_early = True
+                return self.report
+            hashes = self._leaves(start, min(start + _CHUNK, target))
+            if hashes is None:
+                return self.report  # a missing leaf: nothing above it can be re-derived
+            pos = 0
+            while next_cp is not None and next_cp[0] <= start + len(hashes):
+                cut = next_cp[0] - start
+                self._compare(rebuilder.add(hashes[pos:cut]))
+                pos = cut
+                next_cp = self._check_root(next_cp, rebuilder.root(), checkpoints)
+            self._compare(rebuilder.add(hashes[pos:]))
+        self._compare(rebuilder.finish())
+        if cp is not None and target and rebuilder.root() != cp.root:
+            self.report.problem(f"the stored leaves hash to a root other than the signed root at size {target}")
+        self._resolve_missing_payloads()
+        return self.report
+
+    def _signed_root(self, size: int, head_note: bytes | None, head_root: bytes) -> Checkpoint | None:
+        row = self.one("SELECT note FROM checkpoints WHERE size = ?", (size,))
+        note = bytes(row[0]) if row else head_note
+        if note is None:
+            self.report.problem(f"no stored checkpoint at size {size}")
+            return None
+        try:
+            cp, _ = open_checkpoint(note, self.verifier.name, self.verifier)
+        except TlogError as exc:
+            self.report.problem(f"the checkpoint at size {size} does not verify: {exc}")
+            return None
+        if cp.size != size or (head_note is not None and (head_note != note or head_root != cp.root)):
+            self.report.problem(f"the head row and the stored checkpoint at size {size} disagree")
+        return cp
+
+    def _checkpoints(self, target: int) -> Iterator[tuple[int, bytes]]:
+        after = -1
+        while True:
+            rows = self.conn.execute("SELECT size, note FROM checkpoints WHERE size > ? AND size <= ? "
+                                     "ORDER BY size LIMIT 1000", (after, target)).fetchall()
+            if not rows:
+                return
+            for size, note in rows:
+                yield int(size), bytes(note)
+            after = int(rows[-1][0])
+
+    def _check_root(self, item: tuple[int, bytes], root: bytes,
+                    rest: Iterator[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+        size, note = item
+        self.report.checkpoints += 1
+        try:
+            cp, _ = open_checkpoint(note, self.verifier.name, self.verifier)
+        except TlogError as exc:
+            self.report.problem(f"stored checkpoint at size {size} does not verify: {exc}")
+        else:
+            if cp.size != size:
+                self.report.problem(f"stored checkpoint row {size} holds a checkpoint of size {cp.size}")
+            elif cp.root != root:
+                self.report.problem(f"stored checkpoint at size {size}: its root is not the root of the first "
+                                    f"{size} stored leaves")
+        return next(rest, None)
+
+    def _leaves(self, start: int, end: int) -> list[bytes] | None:
+        rows = self.conn.execute("SELECT idx, leaf FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+                                 (start, end)).fetchall()
+        payloads = {int(i): (bytes(s), bytes(p)) for i, s, p in self.conn.execute(
+            "SELECT idx, salt, payload FROM payloads WHERE idx >= ? AND idx < ?", (start, end))}
+        hashes = []
+        for want, (idx, raw) in enumerate(rows, start):
+            if idx != want:
+                break
+            raw = bytes(raw)
+            hashes.append(leaf_hash(raw))
+            self._entry(idx, raw, payloads.get(idx))
+        if len(hashes) != end - start:
+            self.report.problem(f"leaf {start + len(hashes)} is missing from the database")
+            return None
+        self.report.leaves += len(hashes)
+        self._check_level0(start, hashes)
+        return hashes
+
+    def _check_level0(self, start: int, hashes: list[bytes]) -> None:
+        """Each leaf hash against the stored level-0 tile, as soon as the leaf is read: a damaged leaf is
+        named before the checkpoints and upper tiles that depend on it."""
+        end = start + len(hashes)
+        for n in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
+            row = self.one("SELECT data FROM tiles WHERE level = 0 AND idx = ?", (n,))
+            stored = bytes(row[0]) if row else b""
+            for i in range(max(start, n * TILE_WIDTH), min(end, (n + 1) * TILE_WIDTH)):
+                at = (i % TILE_WIDTH) * HASH_SIZE
+                if stored[at:at + HASH_SIZE] != hashes[i - start]:
+                    what = "is not stored" if len(stored) < at + HASH_SIZE else "differs"
+                    self.report.problem(f"leaf {i}: its hash {what} in the level-0 tile {Tile(0, n).path()} "
+                                        f"(hash {i % TILE_WIDTH}): the leaf or the tile was altered")
+
+    def _entry(self, index: int, raw: bytes, payload: tuple[bytes, bytes] | None) -> None:
+        try:
+            entry = Leaf.decode(raw).entry
+        except TlogError as exc:
+            self.report.problem(f"leaf {index} does not decode: {exc}")
+            return
+        if type(entry) is not EventEntry or index == 0:
+            return
+        if payload is None:
+            self.missing_payloads.append(index)
+            return
+        self.report.payloads += 1
+        try:
+            ok = payload_commitment(*payload) == entry.commitment
+        except TlogError:
+            ok = False
+        if not ok:
+            self.report.problem(f"the stored payload of entry {index} does not match its commitment")
+
+    def _compare(self, done: list[tuple[Tile, bytes]]) -> None:
+        for tile, computed in done:
+            self.report.tiles += 1
+            if tile.level == 0:
+                continue  # compared leaf by leaf in _check_level0
+            row = self.one("SELECT data FROM tiles WHERE level = ? AND idx = ?", (tile.level, tile.index))
+            stored = bytes(row[0])[:len(computed)] if row else None
+            diff = first_tile_difference(tile, computed, stored)
+            if diff is not None:
+                what = "leaf" if tile.level == 0 else "the subtree from leaf"
+                self.report.problem(f"{what} {diff[0]}: the stored tile does not match the stored leaves: {diff[1]}")
+
+    def _resolve_missing_payloads(self) -> None:
+        """A missing payload is fine only when an erasure entry covers it (erasure deletes the row in the
+        same transaction as the Erasure leaf, so reading the erasures last cannot miss one)."""
+        if not self.missing_payloads:
+            return
+        erased = set()
+        for (raw,) in self.conn.execute("SELECT l.leaf FROM operator_entries o JOIN leaves l ON l.idx = o.idx"):
+            try:
+                entry = Leaf.decode(bytes(raw)).entry
+            except TlogError:
+                continue
+            if isinstance(entry, Erasure):
+                erased.add(entry.index)
+        for index in self.missing_payloads:
+            if index in erased:
+                self.report.erased += 1
+            else:
+                self.report.problem(f"the payload of entry {index} is missing and no erasure entry covers it")
+
+
+def scrub_database(db_path: str, verifier: Verifier, *, size: int | None = None,
+                   should_stop: Callable[[], bool] = lambda: False) -> ScrubReport:
+    """Re-derive the log stored in ``db_path`` up to ``size`` (default: the head) and report every
+    mismatch (blocking: run it in a thread).  See the module docstring for what is checked."""
+    started = time.monotonic()
+    conn = _connect(db_path)
+    try:
+        report = _Scrub(conn, verifier, should_stop).run(size)
+    except sqlite3.DatabaseError as exc:
+        report = ScrubReport(problems=[f"the database cannot be read: {exc}"])
+    finally:
+        conn.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# ============================================================================ start-up
+
+def read_published(data_dir: str, verifier: Verifier) -> tuple[Checkpoint, bytes] | None:
+    """The checkpoint in ``DIR/published-checkpoint`` (verified), or None when there is no file yet."""
+    path = os.path.join(data_dir, PUBLISHED_CHECKPOINT)
+    try:
+        with open(path, "rb") as f:
+            note = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return open_checkpoint(note, verifier.name, verifier)[0], note
+    except TlogError as exc:
+        raise StartupRefused(f"{path} does not hold a checkpoint signed by this log: {exc}") from exc
+
+
+def _stored_root(conn: sqlite3.Connection, db_size: int, size: int) -> bytes:
+    """MTH of the first ``size`` leaves, from the stored tiles of the tree of ``db_size`` leaves."""
+    def read(tiles: list[Tile]) -> list[bytes]:
+        out = []
+        for t in tiles:
+            row = conn.execute("SELECT data FROM tiles WHERE level = ? AND idx = ?", (t.level, t.index)).fetchone()
+            data = bytes(row[0]) if row else b""
+            if len(data) < t.width * HASH_SIZE:
+                raise StartupRefused(f"hash tile {t.path()} is missing from the database: the published tree "
+                                     "cannot be re-derived")
+            out.append(data[:t.width * HASH_SIZE])
+        return out
+
+    plan = root_plan(size)
+    return plan.rehash(TileHashReader(db_size, read).read_hashes(plan.ids))[0]
+
+
+def preflight_problems(data_dir: str, verifier: Verifier) -> list[str]:
+    """The start-up checks (see the module docstring); an empty list when the server may start."""
+    conn = _connect(os.path.join(data_dir, "log.db"))
+    try:
+        bad = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall() if str(r[0]).lower() != "ok"]
+        if bad:
+            return [f"PRAGMA quick_check failed: {'; '.join(bad[:5])}"]
+        head = conn.execute("SELECT size FROM head WHERE id = 1").fetchone()
+        published = read_published(data_dir, verifier)
+        if head is None or published is None:
+            return [] if head is not None else ["the database has no head row"]
+        db_size, (cp, _) = int(head[0]), published
+        if db_size < cp.size:
+            return [f"the database is behind the last checkpoint this log published (size {cp.size}, the "
+                    f"database has {db_size}): a restored backup or a truncated file; serving it would fork "
+                    f"the log.  Restore the latest database, or see {PUBLISHED_CHECKPOINT} in the docs"]
+        if _stored_root(conn, db_size, cp.size) != cp.root:
+            return [f"the database does not contain the published tree of size {cp.size}: its root differs"]
+        return []
+    except StartupRefused as exc:
+        return [str(exc)]
+    except sqlite3.DatabaseError as exc:
+        return [f"the database cannot be read: {exc}"]
+    finally:
+        conn.close()
+
+
+def preflight(data_dir: str) -> None:
+    """Raise StartupRefused when a start-up check fails."""
+    problems = preflight_problems(data_dir, _verifier(data_dir))
+    if problems:
+        raise StartupRefused(f"refusing to start on {data_dir}: {problems[0]}")
+
+
+async def fsck(data_dir: str) -> ScrubReport:
+    """``tlog fsck --data DIR``: the start-up checks and a full scrub, offline (read-only)."""
+    def run() -> ScrubReport:
+        verifier = _verifier(data_dir)
+        problems = preflight_problems(data_dir, verifier)
+        report = scrub_database(os.path.join(data_dir, "log.db"), verifier)
+        report.problems[:0] = problems
+        return report
+    return await asyncio.to_thread(run)
+
+
+# ============================================================================ the running server
+
+class PublishedCheckpoint:
+    """Keeps ``DIR/published-checkpoint`` at the latest committed checkpoint (the sequencer's ``on_batch``
+    hook).  Writes happen in a worker thread, coalesced: only the newest checkpoint is written."""
+
+    def __init__(self, data_dir: str):
+        self.path = os.path.join(data_dir, PUBLISHED_CHECKPOINT)
+        self._latest: bytes | None = None
+        self._task: asyncio.Task | None = None
+
+    def publish(self, note: bytes) -> None:
+        self._latest = note
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush(), name="tlog-published-checkpoint")
+
+    def on_batch(self, leaves: list[NewLeaf], head: Head) -> None:
+        self.publish(head.note)
+
+    async def _flush(self) -> None:
+        while self._latest is not None:
+            note, self._latest = self._latest, None
+            try:
+                await asyncio.to_thread(write_atomic, self.path, note)
+            except OSError as exc:
+                log.error("cannot write %s: %s", self.path, exc)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await self._task
+
+
+class Scrubber:
+    """Runs :func:`scrub_database` every ``interval`` seconds; a failure stops writes for good (until an
+    operator has looked at the database and restarted the server)."""
+
+    def __init__(self, state, interval: float, verifier: Verifier):  # state: LogState (no import cycle)
+        self.state, self.interval, self.verifier = state, interval, verifier
+        self.last: ScrubReport | None = None
+        self._stop = threading.Event()
+        registry = state.metrics.registry
+        self.runs = Counter("tlog_scrub_runs", "Self-check scrubs of the database, by outcome", ["outcome"],
+                            registry=registry)
+        self.last_ok = Gauge("tlog_scrub_last_success_timestamp_seconds",
+                             "When a scrub last found the stored log intact", registry=registry)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.scrub_once()
+
+    async def scrub_once(self) -> ScrubReport:
+        size = self.state.head.size
+        path = os.path.join(self.state.data_dir, "log.db")
+        report = await asyncio.to_thread(scrub_database, path, self.verifier, size=size,
+                                         should_stop=self._stop.is_set)
+        self.last = report
+        if report.stopped_early:
+            return report
+        if report.ok:
+            self.runs.labels("ok").inc()
+            self.last_ok.set(time.time())
+            log_event(log, "scrub_ok", tree_size=report.size, leaves=report.leaves, seconds=round(report.seconds, 3))
+        else:
+            self.runs.labels("failed").inc()
+            self.state.sequencer.stopped = ScrubFailedError(f"self-check failed: {report.problems[0]}")
+            log_event(log, "scrub_failed", logging.CRITICAL, tree_size=report.size, problems=report.problems[:10],
+                      action="writes stopped; reads continue")
+        return report
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def preflight_ctx(data_dir: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context, before the log opens: the start-up checks."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(preflight, data_dir)
+        yield
+    return ctx
+
+
+SCRUBBER: web.AppKey[Scrubber] = web.AppKey("scrubber", Scrubber)
+
+
+async def scrub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context, after the log opened: the published-checkpoint hook and the periodic scrub."""
+    state = app[STATE]
+    published = PublishedCheckpoint(state.data_dir)
+    verifier = state.signer.verifier()
+    existing = read_published(state.data_dir, verifier)
+    if existing is None or existing[0].size < state.head.size:
+        published.publish(state.head.note)
+    state.sequencer.on_batch.append(published.on_batch)
+    scrubber = app[SCRUBBER] = Scrubber(state, state.config.scrub_interval_seconds, verifier)
+    task = None
+    if scrubber.interval > 0:
+        task = asyncio.get_running_loop().create_task(scrubber.run(), name="tlog-scrub")
+    yield
+    scrubber.stop()
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    await published.close()
+

@@ -1,0 +1,58 @@
+"""An HTTP worker process of ``tlog serve --workers N`` (see tlog/server/workers.py).
+
+Run by the supervisor: ``python -m tlog.server.worker --data DIR --listen HOST:PORT --socket PATH``.
+Prints ``ready`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from aiohttp import web
+
+from .app import make_app, parse_listen
+from .logs import setup_logging
+from .workers import _bind
+
+
+async def run(data_dir: str, listen: str, socket_path: str) -> None:
+    host, port = parse_listen(listen)
+    setup_logging()
+    sys.setswitchinterval(0.0005)  # see tlog/server/app.py: serve
+    app = make_app(data_dir, worker_socket=socket_path)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        sock = _bind(host, port)
+        site = web.SockSite(runner, sock, backlog=1024)
+        await site.start()
+        print("ready", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--listen", required=True)
+    ap.add_argument("--socket", required=True)
+    args = ap.parse_args()
+    try:
+        asyncio.run(run(args.data, args.listen, args.socket))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # one line, never a traceback; the supervisor sees the exit status
+        print(f"tlog worker: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
