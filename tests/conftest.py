@@ -62,12 +62,13 @@ class ServerProcess:
                 f.close()
 
 
-def start_server(data: str, listen: str = "127.0.0.1:0", timeout: float = 30) -> ServerProcess:
+def start_server(data: str, listen: str = "127.0.0.1:0", timeout: float = 30,
+                 extra: tuple[str, ...] = ()) -> ServerProcess:
     """Start `tlog serve` as a real process and wait for its "listening on URL" line."""
     # stderr goes to a file, not a pipe: the server writes a JSON line per request, and a pipe nobody
     # reads would fill up and block it.
     err_file = tempfile.NamedTemporaryFile(prefix="tlog-serve-", suffix=".log")
-    proc = subprocess.Popen([sys.executable, "-m", "tlog", "serve", "--data", data, "--listen", listen],
+    proc = subprocess.Popen([sys.executable, "-m", "tlog", "serve", "--data", data, "--listen", listen, *extra],
                             stdout=subprocess.PIPE, stderr=err_file, cwd=ROOT)
     vkey = url = None
     deadline = time.monotonic() + timeout

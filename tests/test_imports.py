@@ -15,7 +15,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 PURE = ["errors", "hashing", "tree", "proof", "tiles", "note", "checkpoint", "cosignature",
-        "tlogproof", "keys", "entry", "registry"]
+        "tlogproof", "keys", "entry", "registry", "witness"]
 FORBIDDEN_IN_PURE = {"asyncio", "aiohttp", "sqlite3", "aiosqlite", "os", "time", "socket",
                      "subprocess", "random", "secrets", "threading", "multiprocessing", "datetime",
                      "pathlib", "io", "shutil", "tempfile", "urllib", "http", "requests"}

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from .client import LogClient, LogServerError
+from .client import LogClient, LogServerError, WitnessQuorumError
 from .entry import EventEntry, Leaf, register_event, revoke_event, rotate_event
 from .errors import InvariantError, TlogError
 from .evidence import MAX_EVIDENCE_SIZE, verify_evidence
@@ -117,7 +117,13 @@ def _log_url(args: argparse.Namespace) -> str:
 
 def _client(args: argparse.Namespace) -> LogClient:
     token = getattr(args, "token", None) or os.environ.get("TLOG_TOKEN") or None  # reader token: payloads
-    return LogClient(_log_url(args), log_key=load_vkey(args.log_key), token=token)
+    policy = None
+    if getattr(args, "witness_policy", None):  # spec/witness.md §4: checkpoints and receipts need the quorum
+        from .audit import WitnessPolicy
+
+        policy = WitnessPolicy.parse(_read(args.witness_policy, "witness policy"))
+    return LogClient(_log_url(args), log_key=load_vkey(args.log_key), token=token, witness_policy=policy,
+                     witness_wait=getattr(args, "witness_wait", 10.0))
 
 
 def _out(obj: Any) -> None:
@@ -310,17 +316,44 @@ async def cmd_append(args: argparse.Namespace) -> int:
     key = load_private_key(args.key)
     payload = _payload(args)
     async with _client(args) as client:
-        receipt = await client.append(key, payload)
+        try:
+            receipt = await client.append(key, payload)
+        except WitnessQuorumError as exc:
+            if exc.receipt is None:
+                raise
+            _write_receipt(args, exc.receipt)
+            raise VerifyFailed(f"appended at index {exc.receipt.index}, but no checkpoint with the witness quorum "
+                               f"covers it yet (the receipt written is signed by the log alone); later: tlog receipt "
+                               f"{exc.receipt.index} --witness-policy {args.witness_policy}") from None
     what = "already in the log at" if receipt.duplicate else "appended at"
-    print(f"{what} index {receipt.index} (tree size {receipt.checkpoint.size}); receipt verified",
+    cosigned = f"; cosigned by {', '.join(receipt.witnesses)}" if args.witness_policy else ""
+    print(f"{what} index {receipt.index} (tree size {receipt.checkpoint.size}); receipt verified{cosigned}",
           file=sys.stderr)
+    _write_receipt(args, receipt)
+    return 0
+
+
+async def cmd_receipt(args: argparse.Namespace) -> int:
+    """A receipt for an entry: against the latest checkpoint, or with --witness-policy against the newest
+    checkpoint that met the quorum (waiting up to --witness-wait seconds): the upgrade of an append's receipt."""
+    async with _client(args) as client:
+        if args.witness_policy:
+            receipt = await client.cosigned_receipt(args.index)
+        else:
+            receipt = await client.receipt(args.index)
+    cosigned = f"; cosigned by {', '.join(receipt.witnesses) or 'none'}" if args.witness_policy else ""
+    print(f"entry {receipt.index} at tree size {receipt.checkpoint.size}; receipt verified{cosigned}", file=sys.stderr)
+    _write_receipt(args, receipt)
+    return 0
+
+
+def _write_receipt(args: argparse.Namespace, receipt: Any) -> None:
     if args.receipt:
         with open(args.receipt, "wb") as f:
             f.write(receipt.tlog_proof)
         print(f"receipt written to {args.receipt}", file=sys.stderr)
     else:
         sys.stdout.write(receipt.tlog_proof.decode())
-    return 0
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
@@ -481,6 +514,13 @@ def _log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-key", help="the log's verifier key string or file (default $TLOG_LOG_KEY)")
 
 
+def _witness_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--witness-policy", help="JSON witness policy (spec/audit.md §2): the receipt's checkpoint must "
+                                            "carry the quorum of cosignatures (spec/witness.md)")
+    p.add_argument("--witness-wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for a checkpoint with the quorum (default 10)")
+
+
 def _operator_args(p: argparse.ArgumentParser) -> None:
     _log_args(p)
     p.add_argument("--operator-key", required=True, help="the operator key file (DIR/operator.key)")
@@ -543,12 +583,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, help="provisioning key file")
     p.add_argument("--receipt", help="write the receipt (C2SP tlog-proof) here instead of stdout")
     p.add_argument("--payload-file")
+    _witness_args(p)
     p.set_defaults(run=cmd_append)
+
+    p = sub.add_parser("receipt", help="fetch and verify an entry's receipt (with --witness-policy: a cosigned one)")
+    p.add_argument("index", type=int)
+    _log_args(p)
+    p.add_argument("--receipt", help="write the receipt (C2SP tlog-proof) here instead of stdout")
+    _witness_args(p)
+    p.set_defaults(run=cmd_receipt)
 
     p = sub.add_parser("get", help="fetch and verify an entry")
     p.add_argument("index", type=int)
     _log_args(p)
     p.add_argument("--token", help="reader token, to see the payload (default $TLOG_TOKEN)")
+    _witness_args(p)
     p.set_defaults(run=cmd_get)
 
     p = sub.add_parser("verify", help="verify a receipt offline (no network)")

@@ -255,6 +255,23 @@ class LogClient:
         await self.accept_checkpoint(tp.checkpoint_note, require_quorum=False)
         return ClientReceipt(tp.index, leaf, cp, raw, bool(answer.get("duplicate")))
 
+    async def receipt(self, index: int) -> ClientReceipt:
+        """A verified receipt for entry ``index`` against the latest checkpoint (``GET /v1/receipts/<I>``),
+        with the cosignatures it has so far (``witnesses`` lists the policy's, if the client has one)."""
+        answer = await self._request("GET", f"/v1/receipts/{index}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
+            raise FormatError("the server's receipt is malformed")
+        raw = answer["receipt"].encode()
+        tp = TlogProof.parse(raw)
+        cp = verify_tlog_proof(tp, origin=self.origin, log_verifier=self.verifier)
+        if tp.index != index:
+            raise ProofError(f"the receipt is for another entry than {index}")
+        await self.accept_checkpoint(tp.checkpoint_note, require_quorum=False)
+        names: list[str] = []
+        if self.witness_policy is not None:
+            names = check_quorum(tp.checkpoint_note, self.witness_policy.witnesses, 0, origin=self.origin)
+        return ClientReceipt(tp.index, Leaf.decode(tp.extra or b""), cp, raw, False, tuple(names))
+
     async def _witnessed(self, receipt: ClientReceipt) -> ClientReceipt:
         return receipt if self.witness_policy is None else await self.cosigned_receipt(receipt)
 

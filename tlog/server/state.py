@@ -222,19 +222,32 @@ class LogState:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    def _check_size(self, size: int) -> int:
-        if size > self.head.size:
-            raise ProofError(f"tree_size {size} is beyond the current size {self.head.size}")
+    async def _head_covering(self, size: int) -> Head:
+        """The head, caught up with storage first when ``size`` is beyond it: in an HTTP worker process
+        the head follows the sequencer a poll behind, and a client holding a receipt from another
+        worker may already ask about a larger tree."""
+        head = self.head
+        if size > head.size:
+            refresh = getattr(self.sequencer, "refresh", None)
+            if refresh is not None:
+                await refresh()
+                head = self.head
+        return head
+
+    async def _check_size(self, size: int) -> int:
+        head = await self._head_covering(size)
+        if size > head.size:
+            raise ProofError(f"tree_size {size} is beyond the current size {head.size}")
         return size
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        self._check_size(size)
+        await self._check_size(size)
         if not 0 <= index < size:
             raise ProofError(f"index {index} is not in a tree of size {size}")
         return await self.reader.inclusion_proof(index, size)
 
     async def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        self._check_size(second)
+        await self._check_size(second)
         if not 0 <= first <= second:
             raise ProofError(f"first {first} must be between 0 and second {second}")
         return await self.reader.consistency_proof(first, second)
@@ -248,12 +261,13 @@ class LogState:
         return index
 
     async def leaf(self, index: int) -> bytes:
-        if not 0 <= index < self.head.size:
-            raise NotFoundError(f"no entry {index}: the tree has {self.head.size} entries")
+        head = await self._head_covering(index + 1)
+        if not 0 <= index < head.size:
+            raise NotFoundError(f"no entry {index}: the tree has {head.size} entries")
         return (await self.storage.read_leaves(index, index + 1))[0]
 
     async def hash_tile(self, tile: tiles_mod.Tile) -> bytes:
-        size = self.head.size
+        size = (await self._head_covering((tile.index * 256 + tile.width) << (8 * tile.level))).size
         count = size >> (8 * tile.level)
         have = min(256, count - tile.index * 256)
         if tile.width > have:
@@ -261,7 +275,7 @@ class LogState:
         return (await self.storage.read_tiles([tile]))[0]
 
     async def entry_bundle(self, tile: tiles_mod.Tile) -> bytes:
-        size = self.head.size
+        size = (await self._head_covering(tile.index * 256 + tile.width)).size
         have = min(256, size - tile.index * 256)
         if tile.width > have:
             raise NotFoundError(f"{tile.path()} does not exist at tree size {size}")

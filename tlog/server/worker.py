@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -34,9 +35,20 @@ async def run(data_dir: str, listen: str, socket_path: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watch = loop.create_task(_exit_with_parent(stop))
         await stop.wait()
+        watch.cancel()
     finally:
         await runner.cleanup()
+
+
+async def _exit_with_parent(stop: asyncio.Event) -> None:
+    """A worker never outlives the sequencer process that started it (even one killed with SIGKILL):
+    once it is reparented, it stops."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    stop.set()
 
 
 def main() -> None:

@@ -1,0 +1,143 @@
+"""`tlog serve --workers N`: HTTP worker processes in front of one sequencer process, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import aiohttp
+
+from tests.conftest import init_log, start_server
+from tests.test_server_badinput import event_request
+from tests.test_server_e2e import _recompute_from_tiles, _register
+from tlog.client import LogClient, LogServerError
+from tlog.keys import KeyType, PrivateKey
+from tlog.proof import verify_consistency
+from tlog.tlogproof import TlogProof, verify_tlog_proof
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+async def test_workers_serve_appends_and_reads(tmp_path):
+    data = str(tmp_path / "log")
+    init_log(data)
+    server = start_server(data, extra=("--workers", "2"))
+    workers = _children(server.proc.pid)
+    try:
+        assert len(workers) == 2
+        writers = [PrivateKey.generate(KeyType.ED25519 if i % 2 else KeyType.P256) for i in range(4)]
+        async with LogClient(server.url, log_key=server.vkey) as client:
+            for i, w in enumerate(writers):
+                await _register(client, data, w, f"w{i}")
+                # A key registered through one worker is usable at once through any other.
+                for _ in range(3):
+                    await client.append(w, b"right after registration")
+            start = (await client.checkpoint()).size
+
+            async def one(n: int):
+                async with LogClient(server.url, log_key=server.vkey) as c:
+                    return [await c.append(writers[n % 4], b"writer %d entry %d" % (n, k)) for k in range(4)]
+
+            results = [r for rs in await asyncio.gather(*(one(n) for n in range(40))) for r in rs]
+            assert sorted(r.index for r in results) == list(range(start, start + 160))
+            cp = await client.checkpoint()
+            for r in results:
+                verify_tlog_proof(TlogProof.parse(r.tlog_proof), origin=client.origin,
+                                  log_verifier=client.verifier)
+                proof = await client.consistency_proof(r.checkpoint.size, cp.size)
+                verify_consistency(r.checkpoint.size, cp.size, proof, r.checkpoint.root, cp.root)
+        # Duplicates through any worker (fresh connections) get the original index back.
+        request = event_request(writers[1])
+        async with aiohttp.ClientSession() as http:
+            async with http.post(server.url + "/v1/entries", json=request) as r:
+                first = await r.json()
+                assert r.status == 201
+        for _ in range(4):
+            async with aiohttp.ClientSession() as http:
+                async with http.post(server.url + "/v1/entries", json=request) as r:
+                    assert r.status == 200 and (await r.json())["index"] == first["index"]
+        async with LogClient(server.url, log_key=server.vkey) as client:
+            cp = await client.checkpoint()
+        root, _ = await _recompute_from_tiles(server.url, cp.size)
+        assert root == cp.root
+    finally:
+        server.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        await asyncio.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "worker processes outlived the server"
+
+
+async def test_rate_limit_holds_across_workers(tmp_path):
+    data = str(tmp_path / "log")
+    init_log(data)
+    server = start_server(data, extra=("--workers", "2"))
+    try:
+        key = PrivateKey.generate(KeyType.ED25519)
+        async with LogClient(server.url, log_key=server.vkey) as client:
+            from tlog.entry import register_event
+            from tlog.server.config import check_private_file
+
+            operator = PrivateKey.from_pem(check_private_file(os.path.join(data, "operator.key")))
+            now = time.time_ns() // 1_000_000
+            ev = register_event(client.origin, now, key.public_key, "limited", now - 1000, now + 86_400_000,
+                                rate_limit=3)
+            await client.submit_operator_entry(ev, operator)
+        statuses = []
+        for _ in range(4):  # new connections, spread by the kernel over both workers
+            async with aiohttp.ClientSession() as http:
+                for _ in range(3):
+                    async with http.post(server.url + "/v1/entries", json=event_request(key)) as r:
+                        statuses.append(r.status)
+        assert statuses.count(201) <= 4 and statuses.count(429) >= 8, statuses
+    finally:
+        server.stop()
+
+
+async def test_workers_never_outlive_the_sequencer_process(tmp_path):
+    """SIGKILL the sequencer process: no second writer can appear, and its workers exit by themselves."""
+    data = str(tmp_path / "log")
+    init_log(data)
+    server = start_server(data, extra=("--workers", "2"))
+    workers = _children(server.proc.pid)
+    try:
+        assert len(workers) == 2
+        server.proc.kill()
+        server.proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            await asyncio.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "workers outlived the sequencer process"
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except OSError:
+        return False
+
+
+async def test_client_errors_pass_through_workers(tmp_path):
+    data = str(tmp_path / "log")
+    init_log(data)
+    server = start_server(data, extra=("--workers", "2"))
+    try:
+        stranger = PrivateKey.generate(KeyType.ED25519)
+        async with LogClient(server.url, log_key=server.vkey) as client:
+            try:
+                await client.append(stranger, b"x")
+                raise AssertionError("an unknown key was accepted")
+            except LogServerError as exc:
+                assert exc.status == 403 and "unknown" in exc.reason
+    finally:
+        server.stop()
