@@ -108,7 +108,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _vkey(value: str) -> tuple[Verifier, str]:
+def _vkey(value: str, flag: str = "--log-key") -> tuple[Verifier, str]:
     text = value
     if os.path.isfile(value):
         try:
@@ -119,7 +119,7 @@ def _vkey(value: str) -> tuple[Verifier, str]:
     try:
         verifier = Verifier.from_vkey(text)
     except TlogError as exc:
-        raise UsageError(f"--log-key {value!r}: {exc}") from None
+        raise UsageError(f"{flag} {value!r}: {exc}") from None
     return verifier, text
 
 
@@ -130,7 +130,7 @@ def _witness_options(args: argparse.Namespace) -> dict:
     if args.witness_key:
         try:
             out["witness_key"] = load_witness_key(args.witness_key)
-            out["witnessed"] = parse_witnessed(args.witness, _vkey)
+            out["witnessed"] = parse_witnessed(args.witness, lambda v: _vkey(v, "--witness"))
         except (OSError, ValueError, TlogError) as exc:
             raise UsageError(f"witness: {getattr(exc, 'strerror', None) or exc}") from None
     if args.witness_policy:

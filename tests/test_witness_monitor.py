@@ -19,6 +19,7 @@ from monitor.app import make_app
 from monitor.service import Monitor, Options
 from monitor.witness import WitnessedLog, load_witness_key
 from tests.witnesses import MemLog, make_witness_key, monitor_cmd, seeded_signer, start_witness
+from tlog.checkpoint import Checkpoint
 from tlog.cosignature import check_quorum, generate_cosigner, verify_cosignature
 from tlog.errors import FormatError, ProofError
 from tlog.evidence import verify_evidence
@@ -226,7 +227,10 @@ async def test_405_wrong_method(witness):
 def test_check_add_checkpoint_order():
     """Pure rule: 400 before 409 before the root check before 422, as tlog-witness lists them."""
     log = MemLog(seeded_signer(ORIGIN), 20)
-    cp = lambda n: __import__("tlog.checkpoint", fromlist=["Checkpoint"]).Checkpoint(ORIGIN, n, log.oracle.root(n))
+
+    def cp(n: int) -> Checkpoint:
+        return Checkpoint(ORIGIN, n, log.oracle.root(n))
+
     req = AddCheckpoint.parse(log.request(12, 10, proof=[b"\x00" * 32]))
     with pytest.raises(FormatError):
         check_add_checkpoint(req, cp(10), 5, log.oracle.root(5))  # old > size, although old != known too

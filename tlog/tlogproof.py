@@ -19,6 +19,8 @@ Parsing is strict and canonical (the proof re-formats to the same bytes).  Pure:
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -52,7 +54,13 @@ def _check_note(note: object) -> bytes:
     """The embedded checkpoint must be a well-formed signed note whose text is a checkpoint."""
     if not isinstance(note, (bytes, bytearray)):
         raise FormatError("tlog-proof checkpoint must be bytes (a signed note)")
-    note = bytes(note)
+    return _checked_note(bytes(note))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_note(note: bytes) -> bytes:
+    """Parsing is pure, so its answer for the same bytes is remembered: a log issues many receipts
+    against one checkpoint.  (Failures raise and are not remembered.)"""
     text, _ = parse_note(note)
     Checkpoint.parse(text)
     return note

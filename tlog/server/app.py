@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -87,9 +86,6 @@ async def serve(data_dir: str, listen: str, *, ready: Callable[[str], None] | No
     that many worker processes serve HTTP on the address (tlog/server/workers.py)."""
     host, port = parse_listen(listen)
     setup_logging()
-    # The sequencer hands work to SQLite threads several times per batch; with the default 5 ms GIL
-    # switch interval each hand-back can wait that long behind a busy event loop (a GIL convoy).
-    sys.setswitchinterval(0.0005)
     app = make_app(data_dir)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

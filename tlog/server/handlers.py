@@ -177,7 +177,7 @@ async def post_operator_entry(request: web.Request) -> web.Response:
 
 async def get_checkpoint(request: web.Request) -> web.Response:
     """The latest checkpoint, with the witness cosignatures collected for it so far (spec/witness.md §3)."""
-    note = await served_checkpoint(request.app, _state(request).head)
+    note = await served_checkpoint(request.app, await _state(request).latest_head())
     return web.Response(body=note, content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 

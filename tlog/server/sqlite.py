@@ -287,10 +287,10 @@ class SQLiteStorage(Storage):
         row = await self._one("SELECT salt, payload FROM payloads WHERE idx = ?", (index,))
         return (bytes(row[0]), bytes(row[1])) if row else None
 
-    async def operator_leaves(self) -> list[tuple[int, bytes]]:
+    async def operator_leaves(self, since: int = 0) -> list[tuple[int, bytes]]:
         sql = ("SELECT l.idx, l.leaf FROM operator_entries o JOIN leaves l ON l.idx = o.idx "
-               "ORDER BY l.idx")
-        return [(int(i), bytes(b)) for i, b in await self._all(sql)]
+               "WHERE o.idx >= ? ORDER BY l.idx")
+        return [(int(i), bytes(b)) for i, b in await self._all(sql, (since,))]
 
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[tuple[int, bytes]]:
         return [(int(s), bytes(n)) for s, n in await self._all(

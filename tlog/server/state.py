@@ -234,6 +234,14 @@ class LogState:
                 head = self.head
         return head
 
+    async def latest_head(self) -> Head:
+        """The newest committed head.  In an HTTP worker process it is read from storage, so that
+        /checkpoint is never older than a receipt another worker has just issued."""
+        refresh = getattr(self.sequencer, "refresh", None)
+        if refresh is not None:
+            await refresh()
+        return self.head
+
     async def _check_size(self, size: int) -> int:
         head = await self._head_covering(size)
         if size > head.size:

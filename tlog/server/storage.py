@@ -134,8 +134,9 @@ class Storage(abc.ABC):
         """(salt, payload) of an event entry, or None when there is none (erased or operator entry)."""
 
     @abc.abstractmethod
-    async def operator_leaves(self) -> list[tuple[int, bytes]]:
-        """(index, leaf) of every operator entry, in index order: replays the key registry."""
+    async def operator_leaves(self, since: int = 0) -> list[tuple[int, bytes]]:
+        """(index, leaf) of every operator entry at index >= since, in index order: replays the key
+        registry."""
 
     @abc.abstractmethod
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[tuple[int, bytes]]:

@@ -22,7 +22,6 @@ from .workers import _bind
 async def run(data_dir: str, listen: str, socket_path: str) -> None:
     host, port = parse_listen(listen)
     setup_logging()
-    sys.setswitchinterval(0.0005)  # see tlog/server/app.py: serve
     app = make_app(data_dir, worker_socket=socket_path)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -97,8 +97,8 @@ class RemoteSequencer:
                 return
             if head.size > self.registry.size:
                 registry = self.registry.copy()
-                for index, raw in await self.storage.operator_leaves():
-                    if registry.size <= index < head.size:
+                for index, raw in await self.storage.operator_leaves(since=registry.size):
+                    if index < head.size:
                         registry.advance(index)
                         registry.apply(index, Leaf.decode(raw))
                 registry.advance(head.size)
