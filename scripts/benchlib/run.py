@@ -1,9 +1,9 @@
 """The benchmark suite behind scripts/bench: prints one table of figures, targets and ratios to the
 raw ceilings measured in the same run.
 
-Load generator: wrk (C, Debian package `wrk`; scripts/install-bench-deps installs it) with Lua
-scripts that send pre-signed requests (scripts/bench/wrk_bodies.lua) or random reads
-(scripts/bench/wrk_reads.lua), so the generator is not the bottleneck.  It runs on the same two cores
+Load generator: wrk (C, Debian package `wrk`; scripts/bench installs it) with Lua
+scripts that send pre-signed requests (scripts/benchlib/wrk_bodies.lua) or random reads
+(scripts/benchlib/wrk_reads.lua), so the generator is not the bottleneck.  It runs on the same two cores
 as the server, as the issue asks ("load generator included").
 """
 
@@ -258,12 +258,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a short run for CI: checks the machinery, "
                     "asserts nothing about speed")
     ap.add_argument("--seconds", type=float, default=None, help="length of each load run (default 60; quick 3)")
-    ap.add_argument("--workers", type=int, default=0, help="extra HTTP worker processes for tlog serve")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="tlog serve --workers N (default: one per core; 0 = one process)")
     ap.add_argument("--only", default="", help="comma list of stages: raw,appends,p256")
     args = ap.parse_args()
     args.seconds = args.seconds or (3 if args.quick else 60)
     if not shutil.which("wrk"):
-        sys.exit("bench: wrk is needed (apt-get install wrk, or scripts/install-bench-deps)")
+        sys.exit("bench: wrk is needed (apt-get install wrk; scripts/bench installs it as root)")
     stages = set(filter(None, args.only.split(","))) or {"raw", "appends", "p256"}
     report = Report()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}",

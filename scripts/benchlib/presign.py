@@ -2,7 +2,7 @@
 ahead of time so the load generator (wrk, a C program) only sends bytes.
 
 Used by scripts/bench; usable alone:
-    python scripts/bench/presign.py --log URL --log-key VKEY --data DIR --writers 64 --count 100000 --out bodies.jsonl
+    python scripts/benchlib/presign.py --log URL --log-key VKEY --data DIR --writers 64 --count 100000 --out bodies.jsonl
 """
 
 from __future__ import annotations
