@@ -202,3 +202,19 @@ def test_every_failure_is_a_tlog_error():
     for data in (b"{}", json.dumps(edit(same_size(), checkpoints=["a\n\n", "b\n\n"])).encode()):
         with pytest.raises(TlogError):
             verify_evidence(data, SIGNER.verifier())
+
+
+def test_tlog_verify_evidence_command(tmp_path):
+    """The real `tlog verify-evidence` command line, as an auditor runs it."""
+    from tests.conftest import tlog_cmd
+
+    proven = tmp_path / "fork.json"
+    proven.write_bytes(prefix(5, 9).encode())
+    ok = tlog_cmd("verify-evidence", str(proven), "--log-key", VKEY)
+    assert b"PROVEN" in ok.stdout
+    rb = tmp_path / "rollback.json"
+    rb.write_bytes(rollback().encode())
+    not_proof = tlog_cmd("verify-evidence", str(rb), "--log-key", VKEY, check=False)
+    assert not_proof.returncode == 1 and b"NOT A PROOF" in not_proof.stdout
+    wrong_key = tlog_cmd("verify-evidence", str(proven), "--log-key", OTHER.to_vkey(), check=False)
+    assert wrong_key.returncode == 1 and b"Traceback" not in wrong_key.stderr

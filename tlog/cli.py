@@ -613,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
     p.set_defaults(run=cmd_verify)
 
+    p = sub.add_parser("verify-evidence", help="check a monitor's evidence file offline (spec/monitor.md)")
+    p.add_argument("evidence")
+    p.add_argument("--log-key", help="the log's verifier key string or file (default $TLOG_LOG_KEY)")
+    p.set_defaults(run=cmd_verify_evidence)
+
     p = sub.add_parser("export", help="download a complete, resumable copy of the log (tiles, bundles, payloads)")
     _log_args(p)
     p.add_argument("--out", required=True, help="export directory (spec/audit.md)")
