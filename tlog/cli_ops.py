@@ -272,7 +272,7 @@ def add_commands(sub: Any, keys: Any) -> None:
     _log_args(p)
     _token_arg(p)
     p.add_argument("--key", help="key id (hex) or key name (every key that carried the name)")
-    p.add_argument("--since", help="integrated at or after: ISO 8601, milliseconds, or -2d / -12h (ago)")
+    p.add_argument("--since", help="integrated at or after: ISO 8601, milliseconds, or --since=-2d / --since=-12h (ago)")
     p.add_argument("--until", help="integrated before (same forms, or now)")
     p.add_argument("--after", type=int, help="only indices above this one (a cursor)")
     p.add_argument("--limit", type=int, help="at most this many results (default: all)")
