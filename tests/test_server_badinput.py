@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import random
 import time
 
 import aiohttp
@@ -229,3 +231,260 @@ async def test_reads_of_missing_things(world):
     await expect(http, "DELETE", server.url + "/v1/entries", 405)
     hash_lookup = f"{server.url}/v1/proofs/inclusion?hash={b64(bytes(32))}&tree_size=3"
     await expect(http, "GET", hash_lookup, 404)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 8: hostile uploads, every proof parameter, the witness endpoint, the admin surface, key files,
+# backpressure.  A server with tight limits: 1 s to send a body, 64 KiB per body, 4 entries of backlog.
+
+TIGHT = {"request_timeout_seconds": 1.0, "max_body_bytes": 64 * 1024, "max_pending": 4}
+
+
+@pytest.fixture
+def tight_server(tmp_path):
+    import json as _json
+
+    from tests.conftest import init_log, start_server
+
+    data = str(tmp_path / "log")
+    init_log(data)
+    path = os.path.join(data, "config.json")
+    with open(path) as f:
+        config = _json.load(f)
+    with open(path, "w") as f:
+        _json.dump({**config, **TIGHT}, f)
+    server = start_server(data)
+    yield server
+    server.stop()
+
+
+async def _raw_request(url: str, head: str):
+    """An open connection on which the request line and headers were sent (the body is up to the test)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _response(reader, timeout: float = 10) -> tuple[int, bytes]:
+    import asyncio
+
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    status = int(head.split(b" ", 2)[1])
+    length = int(next((line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), b"0"))
+    body = await asyncio.wait_for(reader.readexactly(length), timeout)
+    assert b"Traceback" not in body
+    return status, body
+
+
+def _post_head(extra: str) -> str:
+    return f"POST /v1/entries HTTP/1.1\r\nHost: tlog\r\nContent-Type: application/json\r\n{extra}\r\n"
+
+
+async def test_slow_trickle_upload_times_out_with_408(tight_server):
+    import asyncio
+
+    async with aiohttp.ClientSession() as http:
+        before = await size_of(http, tight_server.url)
+    reader, writer = await _raw_request(tight_server.url, _post_head("Content-Length: 400\r\n"))
+    started = time.monotonic()
+    try:
+        answer = asyncio.ensure_future(_response(reader))
+        for _ in range(40):  # one byte every 0.1 s: the whole body would take 40 s
+            if answer.done():
+                break
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        status, body = await answer
+    finally:
+        writer.close()
+    elapsed = time.monotonic() - started
+    assert status == 408 and b"not received in time" in body, body
+    assert 0.9 <= elapsed < 3.5, elapsed  # request_timeout_seconds = 1
+    async with aiohttp.ClientSession() as http:
+        assert await size_of(http, tight_server.url) == before
+
+
+async def test_content_length_over_the_limit_is_refused_before_the_body_is_read(tight_server):
+    reader, writer = await _raw_request(tight_server.url, _post_head(f"Content-Length: {100 << 20}\r\n"))
+    try:  # not one byte of the 100 MiB is sent: the answer comes from the header alone
+        status, body = await _response(reader, timeout=5)
+    finally:
+        writer.close()
+    assert status == 413 and b"the limit is 65536" in body, body
+
+
+async def test_chunked_body_over_the_limit_is_refused_once_the_limit_is_crossed(tight_server):
+    import asyncio
+
+    reader, writer = await _raw_request(tight_server.url, _post_head("Transfer-Encoding: chunked\r\n"))
+    sent, chunk = 0, b"{" + b" " * 8191
+    answer = asyncio.ensure_future(_response(reader))
+    try:
+        while not answer.done() and sent < 100 << 20:  # the client would send 100 MiB
+            try:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+            except ConnectionError:
+                break
+            sent += len(chunk)
+            await asyncio.sleep(0.01)
+        status, body = await answer
+    finally:
+        writer.close()
+    assert status == 413 and b"over the limit of 65536" in body, body
+    assert 64 * 1024 < sent <= 4 << 20, sent  # refused soon after the limit, long before the end
+
+
+async def test_deeply_nested_json_is_400_not_500(world):
+    server, _, _, http = world
+    before = await size_of(http, server.url)
+    for body in (b"[" * 200_000, b'{"entry": ' * 100_000, b"[" * 100_000 + b"]" * 100_000):
+        await expect(http, "POST", server.url + "/v1/entries", 400, data=body, contains="JSON",
+                     headers={"Content-Type": "application/json"})
+        await expect(http, "POST", server.url + "/v1/operator-entries", 400, data=body,
+                     headers={"Content-Type": "application/json"})
+    assert await size_of(http, server.url) == before
+
+
+INCLUSION_MORE = [
+    "index=0&tree_size=0", "index=1&tree_size=9223372036854775807", "index=9223372036854775808&tree_size=1",
+    "index=1.0&tree_size=5", "index=1e2&tree_size=5", "index=0x1&tree_size=5", "index=%201&tree_size=5",
+    "index=%EF%BC%91&tree_size=5", "index=%D9%A1&tree_size=5", "index=1&tree_size=-0", "index=&tree_size=5",
+    "index=%FF&tree_size=5", "hash=&tree_size=5", "hash=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA%3D&tree_size=-1",
+]
+CONSISTENCY_MORE = [
+    "first=2&second=1", "first=0&second=-1", "second=5", "first=1&second=abc", "first=1&second=1.5",
+    "first=0&second=99999999999999999999999", "first=9223372036854775807&second=9223372036854775807",
+    "first=-0&second=1", "first=%EF%BC%91&second=2", "first=1&second=+2",
+]
+OTHER_PARAMETERS = [
+    ("/v1/receipts/-1", 400), ("/v1/receipts/abc", 400), ("/v1/receipts/01", 400), ("/v1/receipts/1.0", 400),
+    ("/v1/receipts/99999999999999999999", 400), ("/v1/receipts/9223372036854775807", 404),
+    ("/v1/receipts/1?cosigned=2", 400), ("/v1/receipts/1?cosigned=", 400), ("/v1/receipts/1?index=2", 400),
+    ("/v1/receipts/1?cosigned=1", 404), ("/v1/entries/9223372036854775808", 400),
+    ("/v1/entries?limit=-1", 400), ("/v1/entries?limit=0", 400), ("/v1/entries?limit=abc", 400),
+    ("/v1/entries?limit=1001", 400), ("/v1/entries?after=-1", 400), ("/v1/entries?after=1e3", 400),
+    ("/v1/entries?since=yesterday", 400), ("/v1/entries?since=0001-01-01T00:00:00Z", 400),
+    ("/v1/entries?until=99999999999999999999", 400), ("/v1/keys/%FF%FE", 404),
+]
+
+
+async def test_every_proof_and_numeric_parameter(world):
+    """Negative, huge, non-numeric, non-canonical, non-ASCII digits and out-of-order, on every endpoint
+    that takes an index or a size (one server for all: each case is its own request)."""
+    server, _, _, http = world
+    before = await size_of(http, server.url)
+    for query in INCLUSION_MORE:
+        await expect(http, "GET", f"{server.url}/v1/proofs/inclusion?{query}", 400)
+    for query in CONSISTENCY_MORE:
+        await expect(http, "GET", f"{server.url}/v1/proofs/consistency?{query}", 400)
+    for path, status in OTHER_PARAMETERS:
+        await expect(http, "GET", server.url + path, status)
+    assert await size_of(http, server.url) == before
+
+
+async def test_garbage_to_the_witness_endpoint(tmp_path):
+    """POST /add-checkpoint of a real `tlog-monitor` in witness mode: 4xx for anything malformed, never
+    a 500 or a traceback, and nothing cosigned."""
+    from tests.witnesses import seeded_signer, start_witness
+
+    signer = seeded_signer("example.com/witnessed")
+    witness = start_witness(tmp_path, "witness.example/w", [signer.to_vkey()])
+    rng = random.Random(8)
+    bodies = [b"", b"\n", b"\n\n\n", b"old 0\n\n", b"old -1\n\nexample.com/witnessed\n1\n\n", b"\xff\xfe\xfd\n\n",
+              b"old 0\n\n" + b"\x00" * 500, b"old 99999999999999999999999\n\nx\n", b"old 0\n" + b"AAAA\n" * 10_000,
+              b"[" * 50_000, os.urandom(2048), bytes(rng.randrange(256) for _ in range(300)),
+              b"old 0\n\nexample.com/witnessed\n5\n" + b"A" * 44 + b"\n\n\xe2\x80\x94 x\n", b"x" * (3 << 20)]
+    try:
+        async with aiohttp.ClientSession() as http:
+            for body in bodies:
+                async with http.post(witness.url + "/add-checkpoint", data=io.BytesIO(body)) as r:
+                    answer = await r.read()
+                    assert 400 <= r.status < 500, (body[:60], r.status, answer[:200])
+                    assert b"Traceback" not in answer
+            async with http.get(witness.url + "/witness") as r:
+                info = await r.json()
+        assert all(not x.get("size") for x in info["logs"]), info
+    finally:
+        witness.stop()
+
+
+ADMIN_LIKE = [
+    ("POST", "/v1/tokens"), ("GET", "/v1/tokens"), ("DELETE", "/v1/tokens/x"), ("POST", "/admin"),
+    ("GET", "/admin/tokens"), ("POST", "/v1/erase"), ("POST", "/v1/keys"), ("PUT", "/v1/keys/x"),
+    ("DELETE", "/v1/keys/x"), ("DELETE", "/v1/entries/1"), ("PUT", "/v1/entries/1"), ("POST", "/v1/config"),
+    ("POST", "/v1/checkpoint"), ("PUT", "/checkpoint"), ("POST", "/tile/0/000"), ("GET", "/debug"),
+]
+
+
+async def test_no_admin_operation_on_the_public_listener(world):
+    """Tokens, erasures and configuration are local operations (`tlog tokens|erase` on the data directory)
+    or operator-signed entries; the HTTP listener offers nothing else that changes the log."""
+    server, _, _, http = world
+    before = await size_of(http, server.url)
+    for method, path in ADMIN_LIKE:
+        async with http.request(method, server.url + path, json={"name": "x", "role": "admin"}) as r:
+            assert r.status in (404, 405), (method, path, r.status)
+    assert await size_of(http, server.url) == before
+
+
+@pytest.mark.parametrize("name, mode", [("log.key", 0o640), ("operator.key", 0o604)])
+def test_serve_refuses_private_key_files_others_can_access(tmp_path, name, mode):
+    from tests.conftest import init_log, tlog_cmd
+
+    data = str(tmp_path / "log")
+    init_log(data)
+    os.chmod(os.path.join(data, name), mode)
+    proc = tlog_cmd("serve", "--data", data, "--listen", "127.0.0.1:0", check=False, timeout=30)
+    assert proc.returncode == 2 and b"chmod 600" in proc.stderr and name.encode() in proc.stderr, proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+async def test_backpressure_503_while_integration_is_stalled(tight_server):
+    """The integration queue holds 4 entries (max_pending): while the database's write lock is held by
+    someone else, the sequencer cannot commit; further appends get 503 with Retry-After at once, reads
+    go on, and every entry that was accepted is integrated once the lock is released."""
+    import asyncio
+    import sqlite3
+
+    from tests.crashkit import Ledger, register_keys, submission
+    from tlog.note import Verifier
+
+    server = tight_server
+    [key] = await register_keys(server.url, server.vkey, server.data, 1)
+    ledger = Ledger(ORIGIN, Verifier.from_vkey(server.vkey))
+    lock = sqlite3.connect(os.path.join(server.data, "log.db"), isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the write lock: the sequencer's next commit waits (busy timeout 10 s)
+    try:
+        async with aiohttp.ClientSession() as http:
+            before = await size_of(http, server.url)
+
+            async def one(i: int):
+                sub = submission(ORIGIN, key, b"%d" % i)
+                async with http.post(server.url + "/v1/entries", json=sub.request) as r:
+                    return sub, r.status, r.headers.get("Retry-After"), await r.read()
+
+            tasks = [asyncio.ensure_future(one(i)) for i in range(30)]
+            await asyncio.sleep(1.5)
+            early = [t.result() for t in tasks if t.done()]  # answered while nothing can be committed
+            assert early and all(status == 503 for _, status, _, _ in early), early[:3]
+            assert await size_of(http, server.url) == before  # reads are served meanwhile
+            lock.execute("ROLLBACK")
+            results = await asyncio.gather(*tasks)
+            refused = [(retry, body) for _, status, retry, body in results if status == 503]
+            accepted = [(sub, json.loads(body)) for sub, status, _, body in results if status == 201]
+            assert len(accepted) + len(refused) == 30 and len(accepted) >= 1, [r[1] for r in results]
+            assert all(int(retry) >= 1 and b"backlog" in body for retry, body in refused)
+            for sub, answer in accepted:
+                ledger.ack(sub, answer)
+            assert await size_of(http, server.url) == before + len(accepted)
+    finally:
+        lock.close()
+    assert ledger.problems == []

@@ -145,6 +145,8 @@ async def _json_body(request: web.Request, fields: set[str]) -> dict:
         raise FormatError("body is not UTF-8") from exc
     except ValueError as exc:
         raise FormatError(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[…" nested deeper than the parser's stack: a 500 before
+        raise FormatError("body is not JSON: nested too deeply") from exc
     if not isinstance(obj, dict):
         raise FormatError("body must be a JSON object")
     unknown = set(obj) - fields

@@ -1,13 +1,15 @@
 """The server checks itself: start-up checks, a periodic scrub of the database, and ``tlog fsck``.
 
-* **Start-up** (:func:`preflight`, before the log opens) refuses to run when ``PRAGMA quick_check`` fails,
+* **Start-up** (:func:`preflight`, before the log opens) refuses to run when a private key file (``log.key``,
+  ``operator.key``) is accessible by group or others, when ``PRAGMA quick_check`` fails,
   or when the database is *behind* the last checkpoint this server published (a restored backup, a
   truncated file): ``DIR/published-checkpoint`` holds that checkpoint outside the database, written
   atomically after each committed batch by :class:`PublishedCheckpoint` (the sequencer's ``on_batch``
   hook).  A database ahead of the file must still contain the published tree: the root at the file's
   size, recomputed from the stored tiles, must be the published root.
 * **Scrub** (:func:`scrub_database`, run every ``scrub_interval_seconds`` by :class:`Scrubber` and by
-  ``tlog fsck``): re-hashes every stored leaf, rebuilds every hash tile from the leaf hashes and compares
+  ``tlog fsck``): re-hashes every stored leaf (and recomputes the columns derived from it: identity and
+  leaf-hash prefixes, key id, integration time), rebuilds every hash tile from the leaf hashes and compares
   it with the stored one, checks that every stored checkpoint is validly signed and that its root is the
   root of the leaves below its size (so all published checkpoints are consistent with each other), and
   that every stored payload matches its entry's commitment and only erased payloads are gone.
@@ -46,9 +48,10 @@ from ..hashing import EMPTY_ROOT, HASH_SIZE, leaf_hash
 from ..note import Verifier
 from ..proof import root_plan
 from ..tiles import TILE_WIDTH, Tile, TileHashReader
-from .config import ConfigError
+from .config import ConfigError, check_private_file
 from .handlers import STATE
 from .logs import log_event
+from .sqlite import _prefix_int
 from .storage import Head, NewLeaf
 
 __all__ = ["ScrubReport", "scrub_database", "preflight", "preflight_problems", "fsck", "PublishedCheckpoint",
@@ -200,27 +203,33 @@ class _Scrub:
         return next(rest, None)
 
     def _leaves(self, start: int, end: int) -> list[bytes] | None:
-        rows = self.conn.execute("SELECT idx, leaf FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
-                                 (start, end)).fetchall()
+        rows = self.conn.execute("SELECT idx, leaf, ident, lhash, key_id, integrated_ms FROM leaves "
+                                 "WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)).fetchall()
         payloads = {int(i): (bytes(s), bytes(p)) for i, s, p in self.conn.execute(
             "SELECT idx, salt, payload FROM payloads WHERE idx >= ? AND idx < ?", (start, end))}
-        hashes = []
-        for want, (idx, raw) in enumerate(rows, start):
+        hashes, bad_columns = [], []
+        for want, (idx, raw, *derived) in enumerate(rows, start):
             if idx != want:
                 break
             raw = bytes(raw)
             hashes.append(leaf_hash(raw))
-            self._entry(idx, raw, payloads.get(idx))
+            if not self._entry(idx, raw, hashes[-1], payloads.get(idx), derived):
+                bad_columns.append(idx)
         if len(hashes) != end - start:
             self.report.problem(f"leaf {start + len(hashes)} is missing from the database")
             return None
         self.report.leaves += len(hashes)
-        self._check_level0(start, hashes)
+        altered = self._check_level0(start, hashes)
+        for i in bad_columns:  # (an altered leaf disagrees with its columns too: named above already)
+            if i not in altered:
+                self.report.problem(f"leaf {i}: its index columns (identity, leaf hash, key, time) do not "
+                                    "match the leaf")
         return hashes
 
-    def _check_level0(self, start: int, hashes: list[bytes]) -> None:
+    def _check_level0(self, start: int, hashes: list[bytes]) -> set[int]:
         """Each leaf hash against the stored level-0 tile, as soon as the leaf is read: a damaged leaf is
-        named before the checkpoints and upper tiles that depend on it."""
+        named before the checkpoints and upper tiles that depend on it.  The indices found altered."""
+        altered = set()
         end = start + len(hashes)
         for n in range(start // TILE_WIDTH, (end - 1) // TILE_WIDTH + 1):
             row = self.one("SELECT data FROM tiles WHERE level = 0 AND idx = ?", (n,))
@@ -231,18 +240,27 @@ class _Scrub:
                     what = "is not stored" if len(stored) < at + HASH_SIZE else "differs"
                     self.report.problem(f"leaf {i}: its hash {what} in the level-0 tile {Tile(0, n).path()} "
                                         f"(hash {i % TILE_WIDTH}): the leaf or the tile was altered")
+                    altered.add(i)
+        return altered
 
-    def _entry(self, index: int, raw: bytes, payload: tuple[bytes, bytes] | None) -> None:
+    def _entry(self, index: int, raw: bytes, lhash: bytes, payload: tuple[bytes, bytes] | None,
+               derived: list) -> bool:
+        """Check a leaf's payload; False when the columns derived from the leaf (deduplication, lookup by
+        hash, search) disagree with it: a flipped bit there would make a retry a second entry, or hide a
+        leaf from lookups."""
         try:
-            entry = Leaf.decode(raw).entry
+            leaf = Leaf.decode(raw)
+            entry = leaf.entry
         except TlogError as exc:
             self.report.problem(f"leaf {index} does not decode: {exc}")
-            return
+            return True
+        key_id = entry.key_id if type(entry) is EventEntry else None
+        columns_ok = derived == [_prefix_int(leaf.identity()), _prefix_int(lhash), key_id, leaf.integrated_ms]
         if type(entry) is not EventEntry or index == 0:
-            return
+            return columns_ok
         if payload is None:
             self.missing_payloads.append(index)
-            return
+            return columns_ok
         self.report.payloads += 1
         try:
             ok = payload_commitment(*payload) == entry.commitment
@@ -250,6 +268,7 @@ class _Scrub:
             ok = False
         if not ok:
             self.report.problem(f"the stored payload of entry {index} does not match its commitment")
+        return columns_ok
 
     def _compare(self, done: list[tuple[Tile, bytes]]) -> None:
         for tile, computed in done:
@@ -360,7 +379,11 @@ def preflight_problems(data_dir: str, verifier: Verifier) -> list[str]:
 
 
 def preflight(data_dir: str) -> None:
-    """Raise StartupRefused when a start-up check fails."""
+    """Raise StartupRefused when a start-up check fails (ConfigError for a private key file that group or
+    others may access: the operator key too, even when this server does not sign with it)."""
+    for name in ("log.key", "operator.key"):
+        if os.path.exists(os.path.join(data_dir, name)):
+            check_private_file(os.path.join(data_dir, name))
     problems = preflight_problems(data_dir, _verifier(data_dir))
     if problems:
         raise StartupRefused(f"refusing to start on {data_dir}: {problems[0]}")
@@ -387,6 +410,14 @@ class PublishedCheckpoint:
         self.path = os.path.join(data_dir, PUBLISHED_CHECKPOINT)
         self._latest: bytes | None = None
         self._task: asyncio.Task | None = None
+        # A crash during a write leaves its temporary file (write_atomic's ".tmp-*.published-checkpoint"):
+        # nothing else writes here while the server starts, so remove them (a crash loop would pile them up).
+        for name in os.listdir(data_dir):
+            if name.startswith(".tmp-") and name.endswith("." + PUBLISHED_CHECKPOINT):
+                try:
+                    os.unlink(os.path.join(data_dir, name))
+                except OSError:
+                    pass
 
     def publish(self, note: bytes) -> None:
         self._latest = note

@@ -146,7 +146,9 @@ class LogState:
             raise KeyRegistryError(f"entry is for log {entry.origin!r}, this is {self.config.origin!r}")
         if payload_commitment(salt, payload) != entry.commitment:
             raise FormatError("payload and salt do not match the entry's commitment")
-        now = self.clock_ms()
+        # The integration time the sequencer will stamp: never earlier than the last one, even when the
+        # clock stepped back (checking against the raw clock would refuse every writer for that long).
+        now = max(self.clock_ms(), getattr(self.sequencer, "last_integrated_ms", 0))
         leaf = Leaf(body, signature, now)
         record = await self._check_event(leaf)
         queued = time.perf_counter()
