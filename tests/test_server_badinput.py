@@ -488,3 +488,22 @@ async def test_backpressure_503_while_integration_is_stalled(tight_server):
     finally:
         lock.close()
     assert ledger.problems == []
+
+
+async def test_ecdsa_malleated_duplicate_gets_the_same_index(world):
+    """(r, s) and (r, n - s) are both valid ECDSA signatures of one entry: the second is a duplicate
+    (the identity excludes the signature), answered with the original index and nothing added."""
+    server, keys, _, http = world
+    req = event_request(keys["p256"])
+    async with http.post(server.url + "/v1/entries", json=req) as r:
+        assert r.status == 201
+        first = await r.json()
+    before = await size_of(http, server.url)
+    r_, s_ = decode_der_signature(base64.b64decode(req["signature"]))
+    twin = {**req, "signature": b64(encode_der_signature(r_, N_P256 - s_))}
+    assert twin["signature"] != req["signature"]
+    async with http.post(server.url + "/v1/entries", json=twin) as r:
+        assert r.status == 200
+        again = await r.json()
+    assert again["index"] == first["index"] and again["duplicate"] is True
+    assert await size_of(http, server.url) == before
