@@ -9,20 +9,13 @@ import time
 import aiohttp
 
 from tests.conftest import init_log, start_server
+from tests.crashkit import _alive, children as _children
 from tests.test_server_badinput import event_request
 from tests.test_server_e2e import _recompute_from_tiles, _register
 from tlog.client import LogClient, LogServerError
 from tlog.keys import KeyType, PrivateKey
 from tlog.proof import verify_consistency
 from tlog.tlogproof import TlogProof, verify_tlog_proof
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 async def test_workers_serve_appends_and_reads(tmp_path):
@@ -117,14 +110,6 @@ async def test_workers_never_outlive_the_sequencer_process(tmp_path):
         assert not any(_alive(w) for w in workers), "workers outlived the sequencer process"
     finally:
         server.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "zombie" not in f.read()
-    except OSError:
-        return False
 
 
 async def test_client_errors_pass_through_workers(tmp_path):
