@@ -7,6 +7,7 @@ raises a freeze.  Short poll intervals keep the whole file well under a minute."
 from __future__ import annotations
 
 import asyncio
+import functools
 import base64
 import json
 import os
@@ -23,6 +24,7 @@ import pytest
 
 from monitor import verify_cli
 from tests.conftest import ROOT, init_log, start_server
+from tests.conftest import wait_for as _wait_for
 from tlog.client import LogClient
 from tlog.entry import register_event
 from tlog.errors import TlogError
@@ -91,15 +93,7 @@ def start_monitor(tmp, name: str, logs: list[tuple[str, str]], *extra: str, list
     return mon
 
 
-async def wait_for(predicate, what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+wait_for = functools.partial(_wait_for, timeout=20, interval=0.1)
 
 
 async def head_size(http: aiohttp.ClientSession, mon: MonitorProcess) -> int | None:

@@ -17,6 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import tlog.proof as proof_module
+from tests.rfc6962_vectors import KAT_ROOTS, RFC_LEAVES
 from tests.oracle import (Oracle, PeriodicOracle, rfc_consistency_length, rfc_inclusion_length,
                           rfc_leaf_hash)
 from tlog.errors import InvariantError, ProofError
@@ -50,21 +51,6 @@ def h(hex_string: str) -> bytes:
 
 # --- known answers: transparency-dev/merkle proof/verify_test.go, RFC 6962 test leaves ----------
 
-RFC_LEAVES = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",
-              b"\x50\x51\x52\x53\x54\x55\x56\x57",
-              b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f"]
-KAT_ROOTS = [
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-]
-# (leaf index, tree size, proof); transparency-dev numbers leaves from 1 there, from 0 here.
 KAT_INCLUSION = [
     (0, 1, []),
     (0, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",

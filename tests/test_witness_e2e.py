@@ -7,6 +7,7 @@ is refused by every witness."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import base64
 import json
 import os
@@ -17,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import init_log, start_server, tlog_cmd
+from tests.conftest import wait_for as _wait_for
 from tests.test_monitor_e2e import start_monitor
 from tests.witnesses import WitnessProcess, start_witness
 from tlog.audit import WitnessPolicy
@@ -44,15 +46,7 @@ def configure(data: str, witnesses: list[WitnessProcess], quorum: int = 2) -> Wi
     return WitnessPolicy(quorum, tuple(CosignatureVerifier.from_vkey(w.vkey) for w in witnesses))
 
 
-async def wait_for(predicate, what: str, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+wait_for = functools.partial(_wait_for, timeout=15, interval=0.05)
 
 
 async def writer_key(url: str, vkey: str, data: str) -> PrivateKey:
