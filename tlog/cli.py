@@ -29,6 +29,7 @@ from .server.storage import StorageError
 from .keys import KeyType, PrivateKey, PublicKey
 from .note import Verifier
 from .registry import Registry
+from .timefmt import iso8601_ms
 
 __all__ = ["main", "parse_time", "CliError"]
 
@@ -61,12 +62,9 @@ def parse_time(text: str, now_ms: int) -> int:
     if m:
         return now_ms + int(m.group(1)) * _UNIT_MS[m.group(2)]
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return iso8601_ms(text)
     except ValueError as exc:
         raise CliError(f"cannot read time {text!r}: use now, +30d, 12h or 2026-12-31T00:00:00Z") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return int(when.timestamp() * 1000)
 
 
 def fmt_time(ms: int | None) -> str:

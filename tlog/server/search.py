@@ -13,7 +13,6 @@ them, so each one is provable against that checkpoint.  ``next`` is the cursor f
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import re
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..entry import Leaf
 from ..errors import FormatError
 from ..registry import Registry
+from ..timefmt import iso8601_ms
 from .state import NotFoundError
 
 if TYPE_CHECKING:
@@ -63,12 +63,9 @@ def parse_time_param(name: str, raw: str) -> int:
     if raw[:1].isdigit() and _INT_RE.fullmatch(raw):
         return _int(name, raw)
     try:
-        when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        ms = iso8601_ms(raw)
     except ValueError as exc:
         raise FormatError(f"query parameter {name!r} must be milliseconds or ISO 8601, not {raw[:40]!r}") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    ms = int(when.timestamp() * 1000)
     if not 0 <= ms <= _MAX_INT:
         raise FormatError(f"query parameter {name!r} is before 1970")
     return ms
