@@ -48,7 +48,7 @@ def create_token(data: str, *extra: str) -> str:
 
 
 def token_id(token: str) -> str:
-    return token.split("_")[1]
+    return token.split("_", 2)[1]
 
 
 def tokens_json(data: str) -> dict[str, dict]:
@@ -124,7 +124,7 @@ async def test_payload_needs_a_valid_reader_token(log_server):
     # The database holds only hashes of the tokens.
     with open(os.path.join(data, "log.db"), "rb") as f:
         raw = f.read()
-    assert token.encode() not in raw and token.split("_")[2].encode() not in raw
+    assert token.encode() not in raw and token.split("_", 2)[2].encode() not in raw
 
 
 async def test_every_writing_connection_overwrites_deleted_bytes(tmp_path):
