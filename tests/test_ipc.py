@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tlog.errors import KeyRegistryError
+from tlog.errors import FormatError, KeyRegistryError
 from tlog.server import ipc
 from tlog.server.sequencer import BacklogFullError, Integrated, Pending, RateLimitedError, WritesStoppedError
 from tlog.server.storage import Head, StorageFullError
@@ -90,3 +90,56 @@ async def test_sequencer_process_gone(tmp_path):
     with pytest.raises(WritesStoppedError):
         await asyncio.wait_for(waiting, 5)
     await client.close()
+
+
+def test_frames_pack_many_messages_and_parse_strictly():
+    messages = [b"m%d" % i * (i % 7) for i in range(300)]
+    [frame] = ipc.encode_frames(messages)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert ipc.decode_frame(frame[4:]) == messages
+    for bad in (frame[4:-1], frame[4:] + b"\0", frame[4:5]):
+        with pytest.raises(FormatError):
+            ipc.decode_frame(bad)
+    big = [b"x" * 300_000 for _ in range(8)]  # 2.4 MB: more than one frame's worth
+    frames = ipc.encode_frames(big)
+    assert len(frames) > 1 and [m for f in frames for m in ipc.decode_frame(f[4:])] == big
+
+
+async def test_submissions_of_one_loop_turn_share_a_frame(tmp_path):
+    """The hand-off is paid per batch: what handlers submit in one turn of the loop is one frame, and
+    the sequencer process answers a batch in one frame."""
+    path = str(tmp_path / "seq.sock")
+    frames_seen: list[int] = []
+    head = Head(1, b"\0" * 32, 1, b"n\n")
+    served = []
+
+    async def serve(reader, writer):
+        served.append(writer)
+        while True:
+            try:
+                body = await ipc._read_frame(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            messages = ipc.decode_frame(body)
+            frames_seen.append(len(messages))
+            answers = []
+            for m in messages:
+                req_id, _, _, p = ipc.decode_submission(m)
+                answers.append(ipc.encode_result(req_id, Integrated(int(p.body[4:]), p.body, head, proof=())))
+            writer.writelines(ipc.encode_frames(answers))
+
+    server = await asyncio.start_unix_server(serve, path=path)
+    client = ipc.SequencerClient(path)
+    await client.connect()
+    try:
+        results = await asyncio.gather(*(client.submit(pending(i)) for i in range(40)))
+        assert [r.index for r in results] == list(range(40))
+        assert frames_seen == [40]
+        assert len({id(r.head) for r in results}) == 1  # one Head for the answers of one frame
+    finally:
+        await client.close()
+        for w in served:
+            w.close()
+        server.close()
+        await server.wait_closed()

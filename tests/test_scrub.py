@@ -57,9 +57,15 @@ def populated(tmp_path_factory):
     try:
         import asyncio
         asyncio.run(_fill(server, 300))
-        with open(os.path.join(data, "published-checkpoint"), "rb") as f:
-            published = f.read()
-        assert published == _get(server.url + "/checkpoint")[1]
+        served = _get(server.url + "/checkpoint")[1]
+
+        def published() -> bytes:
+            with open(os.path.join(data, "published-checkpoint"), "rb") as f:
+                return f.read()
+        deadline = time.monotonic() + 5  # the file follows within its 50 ms interval
+        while published() != served:
+            assert time.monotonic() < deadline, "published-checkpoint did not catch up"
+            time.sleep(0.02)
     finally:
         server.stop()
     return data

@@ -14,6 +14,7 @@ Pure: no I/O, no clock, no randomness.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -419,9 +420,26 @@ _READERS = {
 
 
 def decode_body(data: bytes) -> Entry:
-    """Decode any body strictly (spec/entry.md): version 1, a known kind, exact framing, no trailing bytes."""
+    """Decode any body strictly (spec/entry.md): version 1, a known kind, exact framing, no trailing bytes.
+
+    Entries are immutable, so the last few decodings are remembered: the append path decodes one body
+    in several places (handler, leaf, metrics) and pays for it once."""
     if not isinstance(data, bytes):
         raise FormatError("body must be bytes")
+    if len(data) <= _CACHED_BODY_SIZE:
+        return _decode_body_cached(data)
+    return _decode_body(data)
+
+
+_CACHED_BODY_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=512)
+def _decode_body_cached(data: bytes) -> Entry:
+    return _decode_body(data)
+
+
+def _decode_body(data: bytes) -> Entry:
     if len(data) > MAX_LEAF_SIZE:
         raise FormatError(f"body of {len(data)} bytes exceeds {MAX_LEAF_SIZE}")
     r = _Reader(data)

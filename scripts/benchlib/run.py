@@ -128,7 +128,7 @@ class LogServer:
         args = [PY, "-m", "tlog", "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"]
         if workers:
             args += ["--workers", str(workers)]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(os.environ.get("TLOG_ERR", os.devnull), "w"))
         for line in self.proc.stdout:
             if line.startswith(b"listening on"):
                 break

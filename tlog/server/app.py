@@ -37,7 +37,7 @@ def make_app(data_dir: str, *, clock_ms: Callable[[], int] | None = None, max_bo
     async def open_log(app: web.Application) -> AsyncIterator[None]:
         state = await LogState.open(data_dir, clock_ms=clock_ms, worker_socket=worker_socket)
         app[STATE] = state
-        app[METRICS_HOOK] = lambda method, route, status: state.metrics.http.labels(method, route, str(status)).inc()
+        app[METRICS_HOOK] = state.metrics.count_request
         yield
         await state.close()
 
@@ -120,7 +120,7 @@ async def _serve_with_workers(app: web.Application, data_dir: str, host: str, po
         stopped = state.sequencer.stopped
         return f"backlog {state.sequencer.backlog()}" + (f"; writes stopped: {stopped}" if stopped else "")
 
-    server = SequencerServer(path, state.submit_with_proof, status)
+    server = SequencerServer(path, state.sequencer.enqueue, status, complete=state.with_proof)
     await server.start()
     try:
         await supervise(data_dir, host, port, workers, path, ready, stop)

@@ -4,16 +4,22 @@ Workers verify signatures, keys and commitments (the costly, parallel part) and 
 entry over a Unix socket to the one process that owns the database and the sequencer; it answers when
 the entry is durable and covered by a signed checkpoint.  Two processes never write the tree.
 
-Framing: every message is a big-endian uint32 length and that many bytes.  A submission is
-``uint32 id, uint8 kind (1 event, 2 operator), uint32 rate limit`` then the byte strings body,
-signature, identity, key id, salt, payload, each as a uint32 length and the bytes.  The answer is
-``uint32 id, uint8 status``; status 0 carries ``uint64 index, uint8 duplicate`` and the byte strings
-leaf and checkpoint note, then ``uint64 size, uint64 timestamp_ms`` and the 32-byte root; any other
-status is an error with a uint16 kind and a UTF-8 message.  The answer also carries the inclusion proof
-of the entry in that checkpoint (the byte string of concatenated hashes, and a uint8 flag after the
-timestamp saying whether it is there), made by the sequencer process from the tiles it holds in memory,
-so a worker needs no database read to answer an append.  A request with kind 3 asks for the
-sequencer's status (backlog, and why writes are stopped, if they are).
+Messages are batched both ways, so that the cost of a hand-off (a system call, a wake-up, a frame) is
+paid per batch rather than per entry: a worker sends whatever its handlers submitted during one turn
+of its event loop as one frame, and the sequencer process answers a committed batch's entries of one
+worker in one frame.  Requests and answers are matched by id, so order does not matter.
+
+Framing: every frame is a big-endian uint32 length and that many bytes: a uint16 count, then that many
+messages, each a uint32 length and the message.  A submission is ``uint32 id, uint8 kind (1 event,
+2 operator), uint32 rate limit`` then the byte strings body, signature, identity, key id, salt,
+payload, each as a uint32 length and the bytes.  The answer is ``uint32 id, uint8 status``; status 0
+carries ``uint64 index, uint8 duplicate`` and the byte strings leaf, checkpoint note and inclusion
+proof (the concatenated hashes), then ``uint64 size, uint64 timestamp_ms``, a uint8 flag saying whether
+the proof is there, and the 32-byte root; status 1 is an error with a uint16 kind and a UTF-8 message.
+The proof is the entry's inclusion proof in that checkpoint, made by the sequencer process from the
+tree it holds in memory, so a worker needs no database read to answer an append.  A submission with
+kind 3 asks for the sequencer's status (backlog, and why writes are stopped, if they are); its answer
+has status 2 and the text.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ from ..errors import FormatError, KeyRegistryError, SignatureError, TlogError
 from .sequencer import BacklogFullError, Integrated, Pending, RateLimitedError, WritesStoppedError
 from .storage import Head, StorageFullError
 
-__all__ = ["SequencerServer", "SequencerClient"]
+__all__ = ["SequencerServer", "SequencerClient", "encode_frame", "decode_frame"]
 
 _LEN = struct.Struct(">I")
+_COUNT = struct.Struct(">H")
+_SUB = struct.Struct(">IBI")
+_OK = struct.Struct(">IBQB")
+_TAIL = struct.Struct(">QQB")
 _MAX_FRAME = 1 << 24
+_MAX_COUNT = 0xFFFF
+#: A frame is closed once it holds this many bytes (a single larger message still gets a frame).
+_FRAME_TARGET = 1 << 20
 KIND_EVENT, KIND_OPERATOR, KIND_STATUS = 1, 2, 3
 
 
@@ -44,11 +57,53 @@ def _bytes(*parts: bytes) -> bytes:
 
 
 def _take(buf: memoryview, pos: int) -> tuple[bytes, int]:
+    if pos + 4 > len(buf):
+        raise FormatError("truncated message")
     (n,) = _LEN.unpack_from(buf, pos)
     pos += 4
     if pos + n > len(buf):
-        raise FormatError("truncated frame")
+        raise FormatError("truncated message")
     return bytes(buf[pos:pos + n]), pos + n
+
+
+def encode_frames(messages: list[bytes]) -> list[bytes]:
+    """Messages packed into as few frames as the limits allow (each frame with its length prefix)."""
+    frames, part, size = [], [], 2
+    for m in messages:
+        if part and (len(part) == _MAX_COUNT or size + 4 + len(m) > _FRAME_TARGET):
+            frames.append(_close(part, size))
+            part, size = [], 2
+        part.append(_LEN.pack(len(m)) + m)
+        size += 4 + len(m)
+    if part:
+        frames.append(_close(part, size))
+    return frames
+
+
+def _close(part: list[bytes], size: int) -> bytes:
+    if size > _MAX_FRAME:
+        raise FormatError(f"message of {size} bytes is over the frame limit")
+    return _LEN.pack(size) + _COUNT.pack(len(part)) + b"".join(part)
+
+
+def encode_frame(messages: list[bytes]) -> bytes:
+    """One frame holding ``messages`` (for tests and callers that know they fit)."""
+    [frame] = encode_frames(messages)
+    return frame
+
+
+def decode_frame(frame: bytes) -> list[bytes]:
+    """The messages of a frame's body (the bytes after its length prefix)."""
+    if len(frame) < 2:
+        raise FormatError("truncated frame")
+    (count,) = _COUNT.unpack_from(frame)
+    buf, pos, out = memoryview(frame), 2, []
+    for _ in range(count):
+        message, pos = _take(buf, pos)
+        out.append(message)
+    if pos != len(frame):
+        raise FormatError("trailing bytes after the last message")
+    return out
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
@@ -58,52 +113,60 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
-def _write_frame(writer: asyncio.StreamWriter, payload: bytes) -> None:
-    writer.write(_LEN.pack(len(payload)) + payload)
-
-
 def encode_submission(req_id: int, p: Pending, rate: int) -> bytes:
     kind = KIND_OPERATOR if p.operator else KIND_EVENT
-    return struct.pack(">IBI", req_id, kind, rate) + _bytes(
+    return _SUB.pack(req_id, kind, rate) + _bytes(
         p.body, p.signature, p.identity, p.key_id or b"", p.salt or b"", p.payload or b"")
 
 
-def decode_submission(frame: bytes) -> tuple[int, int, int, Pending | None]:
-    req_id, kind, rate = struct.unpack_from(">IBI", frame)
+def decode_submission(message: bytes) -> tuple[int, int, int, Pending | None]:
+    if len(message) < _SUB.size:
+        raise FormatError("truncated submission")
+    req_id, kind, rate = _SUB.unpack_from(message)
     if kind == KIND_STATUS:
         return req_id, kind, rate, None
-    buf, pos, fields = memoryview(frame), 9, []
-    for _ in range(6):
-        value, pos = _take(buf, pos)
-        fields.append(value)
-    body, sig, ident, key_id, salt, payload = fields
-    p = Pending(body, sig, ident, key_id=key_id or None, salt=salt if kind == KIND_EVENT else None,
-                payload=payload if kind == KIND_EVENT else None, operator=kind == KIND_OPERATOR)
+    if kind not in (KIND_EVENT, KIND_OPERATOR):
+        raise FormatError(f"unknown submission kind {kind}")
+    buf, pos = memoryview(message), _SUB.size
+    body, pos = _take(buf, pos)
+    sig, pos = _take(buf, pos)
+    ident, pos = _take(buf, pos)
+    key_id, pos = _take(buf, pos)
+    salt, pos = _take(buf, pos)
+    payload, pos = _take(buf, pos)
+    event = kind == KIND_EVENT
+    p = Pending(body, sig, ident, key_id=key_id or None, salt=salt if event else None,
+                payload=payload if event else None, operator=not event)
     return req_id, kind, rate, p
 
 
 def encode_result(req_id: int, r: Integrated) -> bytes:
     h = r.head
     proof = b"".join(r.proof or ())
-    return (struct.pack(">IBQB", req_id, 0, r.index, r.duplicate) + _bytes(r.leaf, h.note, proof)
-            + struct.pack(">QQB", h.size, h.timestamp_ms, r.proof is not None) + h.root)
+    return (_OK.pack(req_id, 0, r.index, r.duplicate) + _bytes(r.leaf, h.note, proof)
+            + _TAIL.pack(h.size, h.timestamp_ms, r.proof is not None) + h.root)
 
 
-def decode_result(frame: bytes) -> tuple[int, Integrated | Exception]:
-    req_id, status = struct.unpack_from(">IB", frame)
-    buf = memoryview(frame)
+def decode_result(message: bytes, heads: dict[bytes, Head] | None = None) -> tuple[int, Integrated | Exception]:
+    """An answer; ``heads`` (note → Head) lets the answers of one batch share one Head."""
+    req_id, status = struct.unpack_from(">IB", message)
+    buf = memoryview(message)
     if status != 0:
-        (kind,) = struct.unpack_from(">H", frame, 5)
-        message = bytes(buf[7:]).decode("utf-8", "replace")
-        return req_id, _make_error(kind, message)
-    index, dup = struct.unpack_from(">QB", frame, 5)
+        (kind,) = struct.unpack_from(">H", message, 5)
+        text = bytes(buf[7:]).decode("utf-8", "replace")
+        return req_id, _make_error(kind, text)
+    index, dup = struct.unpack_from(">QB", message, 5)
     leaf, pos = _take(buf, 14)
     note, pos = _take(buf, pos)
     proof, pos = _take(buf, pos)
-    size, ts, has_proof = struct.unpack_from(">QQB", frame, pos)
-    root = bytes(buf[pos + 17:pos + 49])
+    size, ts, has_proof = _TAIL.unpack_from(message, pos)
+    head = heads.get(note) if heads is not None else None
+    if head is None:
+        head = Head(size, bytes(buf[pos + _TAIL.size:pos + _TAIL.size + 32]), ts, note)
+        if heads is not None:
+            heads[note] = head
     hashes = tuple(proof[i:i + 32] for i in range(0, len(proof), 32)) if has_proof else None
-    return req_id, Integrated(index, leaf, Head(size, root, ts, note), bool(dup), hashes)
+    return req_id, Integrated(index, leaf, head, bool(dup), hashes)
 
 
 def _make_error(kind: int, message: str) -> Exception:
@@ -123,19 +186,46 @@ def encode_error(req_id: int, exc: BaseException) -> bytes:
     return struct.pack(">IBH", req_id, 1, kind) + message.encode()
 
 
-Submit = Callable[[Pending, int], Awaitable[Integrated]]
+def encode_status(req_id: int, text: str) -> bytes:
+    return struct.pack(">IBH", req_id, 2, 0) + text.encode()
+
+
+#: ``enqueue(pending, rate)``: an awaitable of the entry's Integrated (a Future on the fast path).
+Enqueue = Callable[[Pending, int], Awaitable[Integrated]]
+#: ``complete(result)``: adds the inclusion proof to a result that has none (duplicates).
+Complete = Callable[[Integrated], Awaitable[Integrated]]
 Status = Callable[[], str]
 
 
-class SequencerServer:
-    """In the sequencer process: accepts worker connections and submits their entries."""
+class _Outbox:
+    """Messages for one peer, written as frames once per event-loop turn."""
 
-    def __init__(self, path: str, submit: Submit, status: Status):
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.messages: list[bytes] = []
+
+    def put(self, message: bytes) -> None:
+        if not self.messages:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.messages.append(message)
+
+    def flush(self) -> None:
+        messages, self.messages = self.messages, []
+        if self.writer.is_closing() or not messages:
+            return
+        self.writer.writelines(encode_frames(messages))
+
+
+class SequencerServer:
+    """In the sequencer process: accepts worker connections and queues their entries."""
+
+    def __init__(self, path: str, enqueue: Enqueue, status: Status, complete: Complete | None = None):
         self.path = path
-        self._submit = submit
+        self._enqueue = enqueue
         self._status = status
+        self._complete = complete
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Future] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
@@ -153,30 +243,47 @@ class SequencerServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        out = _Outbox(writer)
         try:
             while True:
-                frame = await _read_frame(reader)
-                task = asyncio.ensure_future(self._one(frame, writer))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                for message in decode_frame(await _read_frame(reader)):
+                    self._one(message, out)
         except (asyncio.IncompleteReadError, ConnectionError, FormatError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
 
-    async def _one(self, frame: bytes, writer: asyncio.StreamWriter) -> None:
-        req_id = struct.unpack_from(">I", frame)[0]
+    def _one(self, message: bytes, out: _Outbox) -> None:
+        req_id = struct.unpack_from(">I", message)[0] if len(message) >= 4 else 0
         try:
-            req_id, kind, rate, pending = decode_submission(frame)
+            req_id, kind, rate, pending = decode_submission(message)
             if pending is None:
-                out = struct.pack(">IBH", req_id, 2, 0) + self._status().encode()
-            else:
-                out = encode_result(req_id, await self._submit(pending, rate))
+                out.put(encode_status(req_id, self._status()))
+                return
+            waiting = asyncio.ensure_future(self._enqueue(pending, rate))
         except Exception as exc:  # every failure goes back to the worker, which maps it to a status
-            out = encode_error(req_id, exc)
-        if not writer.is_closing():
-            _write_frame(writer, out)
+            out.put(encode_error(req_id, exc))
+            return
+        self._tasks.add(waiting)
+        waiting.add_done_callback(lambda fut: self._answer(req_id, fut, out))
+
+    def _answer(self, req_id: int, fut: asyncio.Future, out: _Outbox) -> None:
+        self._tasks.discard(fut)
+        if fut.cancelled():
+            out.put(encode_error(req_id, WritesStoppedError("server shutting down")))
+            return
+        exc = fut.exception()
+        if exc is not None:
+            out.put(encode_error(req_id, exc))
+            return
+        result = fut.result()
+        if result.proof is None and self._complete is not None:  # a duplicate: its proof is read
+            task = asyncio.ensure_future(self._complete(result))
+            self._tasks.add(task)
+            task.add_done_callback(lambda t: self._answer(req_id, t, out))
+            return
+        out.put(encode_result(req_id, result))
 
 
 class SequencerClient:
@@ -186,11 +293,13 @@ class SequencerClient:
         self.path = path
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
+        self._out: _Outbox | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
 
     async def connect(self) -> None:
         reader, self._writer = await asyncio.open_unix_connection(self.path)
+        self._out = _Outbox(self._writer)
         self._reader_task = asyncio.ensure_future(self._read_answers(reader))
 
     async def close(self) -> None:
@@ -202,16 +311,17 @@ class SequencerClient:
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                frame = await _read_frame(reader)
-                req_id, status = struct.unpack_from(">IB", frame)
-                fut = self._waiting.pop(req_id, None)
-                if fut is None or fut.done():
-                    continue
-                if status == 2:
-                    fut.set_result(frame[7:].decode())
-                else:
-                    fut.set_result(decode_result(frame)[1])
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                heads: dict[bytes, Head] = {}
+                for message in decode_frame(await _read_frame(reader)):
+                    req_id, status = struct.unpack_from(">IB", message)
+                    fut = self._waiting.pop(req_id, None)
+                    if fut is None or fut.done():
+                        continue
+                    if status == 2:
+                        fut.set_result(message[7:].decode())
+                    else:
+                        fut.set_result(decode_result(message, heads)[1])
+        except (asyncio.IncompleteReadError, ConnectionError, FormatError, asyncio.CancelledError):
             pass
         finally:
             for fut in self._waiting.values():
@@ -219,14 +329,14 @@ class SequencerClient:
                     fut.set_exception(WritesStoppedError("the sequencer process is gone"))
             self._waiting.clear()
 
-    async def _request(self, payload_for: Callable[[int], bytes]):
-        if self._writer is None or self._writer.is_closing():
+    def _request(self, payload_for: Callable[[int], bytes]) -> asyncio.Future:
+        if self._out is None or self._writer is None or self._writer.is_closing():
             raise WritesStoppedError("no connection to the sequencer process")
         req_id = next(self._ids) & 0xFFFFFFFF
         fut = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
-        _write_frame(self._writer, payload_for(req_id))
-        return await fut
+        self._out.put(payload_for(req_id))
+        return fut
 
     async def submit(self, pending: Pending, rate: int = 0) -> Integrated:
         result = await self._request(lambda i: encode_submission(i, pending, rate))
@@ -235,4 +345,4 @@ class SequencerClient:
         return result
 
     async def status(self) -> str:
-        return await self._request(lambda i: struct.pack(">IBI", i, KIND_STATUS, 0))
+        return await self._request(lambda i: _SUB.pack(i, KIND_STATUS, 0))

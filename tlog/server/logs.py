@@ -3,7 +3,8 @@
 Every line has ``ts`` (ISO 8601 UTC), ``level``, ``logger``, ``event`` and, inside a request, its
 ``request_id``; :func:`log_event` adds fields.  Lines written by the server:
 
-* ``request``: one per HTTP request (method, path, route, status, duration_ms, remote, bytes);
+* ``request``: one per HTTP request (method, path, route, status, duration_ms, remote, bytes), written
+  together with the other requests answered in the same event-loop turn;
 * ``key_event`` / ``erasure``: one per operator entry accepted (index, action, key id, name, …);
 * ``payload_read``: one per payload returned (token id and name, entry index): who read what, when;
 * ``retention``: one per retention pass that erased something.
@@ -14,6 +15,7 @@ new random one; it is echoed in the response's ``X-Request-Id``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime as dt
 import json
@@ -67,6 +69,57 @@ def setup_logging(level: int = logging.INFO, stream: Any = None) -> None:
     root.propagate = False
 
 
+class _AccessLines:
+    """The ``request`` lines, one per HTTP request: the same JSON objects as :class:`JsonFormatter`
+    writes, formatted directly (a ``LogRecord`` costs more than the rest of a small request) and
+    written together once per event-loop turn, through the handler ``setup_logging`` installed."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def write(self, request_id: str, fields: dict[str, Any]) -> None:
+        if _json_handler() is None:  # logging configured by someone else: an ordinary record
+            log_event(_access, "request", **fields)
+            return
+        out = {"ts": _iso_now(), "level": "info", "logger": _access.name, "event": "request",
+               "request_id": request_id}
+        out.update(fields)
+        self._lines.append(json.dumps(out, default=str, separators=(",", ":")))
+        if len(self._lines) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: write at once
+                self.flush()
+
+    def flush(self) -> None:
+        lines, self._lines = self._lines, []
+        handler = _json_handler()
+        if handler is None or not lines:
+            return
+        handler.acquire()
+        try:
+            handler.stream.write("\n".join(lines) + "\n")
+            handler.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stderr must not fail requests
+            pass
+        finally:
+            handler.release()
+
+
+def _iso_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_handler() -> logging.StreamHandler | None:
+    for h in logging.getLogger("tlog").handlers:
+        if getattr(h, "_tlog_json", False):
+            return h  # type: ignore[return-value]
+    return None
+
+
+_ACCESS_LINES = _AccessLines()
+
+
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     """One structured line: ``event`` plus ``fields``."""
     logger.log(level, event, extra={"fields": fields})
@@ -101,7 +154,8 @@ async def request_middleware(request: web.Request, handler):
         hook = request.app.get(METRICS_HOOK)
         if hook is not None:
             hook(request.method, route, status)
-        log_event(_access, "request", method=request.method, path=request.path_qs[:512], route=route,
-                  status=status, duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                  remote=request.remote, bytes=size)
+        if _access.isEnabledFor(logging.INFO):
+            _ACCESS_LINES.write(rid, {"method": request.method, "path": request.path_qs[:512], "route": route,
+                                      "status": status, "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                                      "remote": request.remote, "bytes": size})
         REQUEST_ID.reset(token)

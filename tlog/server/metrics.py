@@ -55,6 +55,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self.appends = Counter("tlog_appends", "Writer appends (POST /v1/entries) by outcome, reason and key id",
                                ["outcome", "reason", "key_id"], registry=r)
@@ -109,8 +110,21 @@ class Metrics:
 
     def append_done(self, duplicate: bool, body: bytes, seconds: float) -> None:
         entry = decode_body(body)
-        self.appends.labels("duplicate" if duplicate else "accepted", "", entry.key_id.hex()).inc()
+        self.child(self.appends, "duplicate" if duplicate else "accepted", "", entry.key_id.hex()).inc()
         self.receipt.observe(seconds)
+
+    def count_request(self, method: str, route: str, status: int) -> None:
+        self.child(self.http, method, route, str(status)).inc()
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, remembered: the hot paths count into the same few children, and
+        looking one up in prometheus-client costs more than the increment (label values stay bounded, as
+        the module docstring says, so this cache is too)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def append_failed(self, exc: Exception, body: bytes, registry: Registry | None) -> None:
         self.appends.labels("rejected", reason_of(exc), _key_label(body, registry)).inc()

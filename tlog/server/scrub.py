@@ -404,10 +404,12 @@ async def fsck(data_dir: str) -> ScrubReport:
 
 class PublishedCheckpoint:
     """Keeps ``DIR/published-checkpoint`` at the latest committed checkpoint (the sequencer's ``on_batch``
-    hook).  Writes happen in a worker thread, coalesced: only the newest checkpoint is written."""
+    hook).  Writes happen in a worker thread, coalesced: only the newest checkpoint is written, at most
+    once per ``min_interval`` seconds."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, min_interval: float = 0.05):
         self.path = os.path.join(data_dir, PUBLISHED_CHECKPOINT)
+        self.min_interval = min_interval
         self._latest: bytes | None = None
         self._task: asyncio.Task | None = None
         # A crash during a write leaves its temporary file (write_atomic's ".tmp-*.published-checkpoint"):
@@ -434,6 +436,9 @@ class PublishedCheckpoint:
                 await asyncio.to_thread(write_atomic, self.path, note)
             except OSError as exc:
                 log.error("cannot write %s: %s", self.path, exc)
+            # At most one write (and fsync) per interval, whatever the batch rate: the checkpoints of
+            # the batches committed meanwhile are coalesced into the newest one.
+            await asyncio.sleep(self.min_interval)
 
     async def close(self) -> None:
         if self._task is not None:

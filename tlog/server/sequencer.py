@@ -191,26 +191,50 @@ class Sequencer:
         if wait:
             raise RateLimitedError(f"key {key_id.hex()[:16]} is over its limit of {rate} entries/s", wait)
 
-    async def submit(self, pending: Pending, rate: int = 0) -> Integrated:
-        """Queue a verified entry and wait until it is durable and covered by a signed checkpoint."""
+    def enqueue(self, pending: Pending, rate: int = 0) -> asyncio.Future:
+        """Queue a verified entry.  The future resolves once the entry is durable and covered by a
+        signed checkpoint (or fails with the reason); raises at once when the entry cannot be queued.
+
+        An entry whose twin (same identity) is still waiting gets the twin's answer as a duplicate."""
         if self.stopped is not None:
             raise WritesStoppedError(f"writes are stopped: {self.stopped}")
         if pending.key_id is not None and not pending.operator:
             self.check_rate(pending.key_id, rate)
+        loop = asyncio.get_running_loop()
         twin = self._inflight.get(pending.identity)
         if twin is not None:
-            result: Integrated = await asyncio.shield(twin)
-            return Integrated(result.index, result.leaf, result.head, duplicate=True)
+            return self._duplicate_of(twin, loop.create_future())
         if self.queue.qsize() >= self.max_pending:
             raise BacklogFullError(f"integration backlog is full ({self.queue.qsize()} entries)")
-        pending.future = asyncio.get_running_loop().create_future()
-        self._inflight[pending.identity] = pending.future
+        fut = pending.future = loop.create_future()
+        self._inflight[pending.identity] = fut
+        fut.add_done_callback(lambda f, ident=pending.identity: self._forget(ident, f))
         self.queue.put_nowait(pending)
-        try:
-            return await asyncio.shield(pending.future)
-        finally:
-            if self._inflight.get(pending.identity) is pending.future:
-                del self._inflight[pending.identity]
+        return fut
+
+    def _forget(self, identity: bytes, fut: asyncio.Future) -> None:
+        if self._inflight.get(identity) is fut:
+            del self._inflight[identity]
+
+    @staticmethod
+    def _duplicate_of(twin: asyncio.Future, fut: asyncio.Future) -> asyncio.Future:
+        def copy(t: asyncio.Future) -> None:
+            if fut.done():
+                return
+            if t.cancelled():
+                fut.set_exception(WritesStoppedError("server shutting down"))
+            elif t.exception() is not None:
+                fut.set_exception(t.exception())
+            else:
+                r: Integrated = t.result()
+                fut.set_result(Integrated(r.index, r.leaf, r.head, duplicate=True, proof=r.proof))
+        twin.add_done_callback(copy)
+        return fut
+
+    async def submit(self, pending: Pending, rate: int = 0) -> Integrated:
+        """Queue a verified entry and wait until it is durable and covered by a signed checkpoint
+        (a cancelled caller does not cancel the entry)."""
+        return await asyncio.shield(self.enqueue(pending, rate))
 
     async def _run(self) -> None:
         while True:

@@ -120,6 +120,7 @@ class SQLiteStorage(Storage):
         self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
         self._cache_max = tile_cache
         self._admin: aiosqlite.Connection | None = None  # WAL checkpoints, opened on first use
+        self._lookup: sqlite3.Connection | None = None  # find_identities, on the caller's thread
 
     async def close(self) -> None:
         for conn in (self._r, self._admin):
@@ -130,6 +131,8 @@ class SQLiteStorage(Storage):
             except Exception:  # closing a connection whose thread died must not hide the real error
                 pass
         try:
+            if self._lookup is not None:
+                self._lookup.close()
             self._w.close()
         except sqlite3.Error:
             pass
@@ -256,6 +259,8 @@ class SQLiteStorage(Storage):
         return [bytes(r[1]) for r in rows]
 
     async def find_identities(self, identities: list[bytes]) -> dict[bytes, int]:
+        """Run on the calling thread, on a read connection of its own: the sequencer asks this once per
+        batch, and a point lookup per identity in the ``ident`` index costs less than a thread hand-off."""
         if not identities:
             return {}
         from ..entry import Leaf  # noqa: local import keeps the module light for tools
@@ -265,14 +270,29 @@ class SQLiteStorage(Storage):
             by_prefix.setdefault(_prefix_int(ident), []).append(ident)
         found: dict[bytes, int] = {}
         keys = list(by_prefix)
+        conn = self._lookup_conn()
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
             sql = f"SELECT idx, leaf, ident FROM leaves WHERE ident IN ({','.join('?' * len(chunk))})"
-            for idx, leaf, ident in await self._all(sql, tuple(chunk)):
+            try:
+                rows = conn.execute(sql, tuple(chunk)).fetchall()
+            except sqlite3.Error as exc:
+                raise _classify(exc) from exc
+            for idx, leaf, ident in rows:
                 real = Leaf.decode(bytes(leaf)).identity()
                 if real in by_prefix.get(int(ident), ()):
                     found[real] = int(idx)
         return found
+
+    def _lookup_conn(self) -> sqlite3.Connection:
+        if self._lookup is None:
+            try:
+                self._lookup = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                               check_same_thread=False)
+                self._lookup.execute("PRAGMA busy_timeout = 10000")
+            except sqlite3.Error as exc:
+                raise _classify(exc) from exc
+        return self._lookup
 
     async def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         from ..hashing import leaf_hash as rfc_leaf_hash

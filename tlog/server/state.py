@@ -203,10 +203,9 @@ class LogState:
             await refresh()
             return self.sequencer.registry.check_event(self.sequencer.registry.size, leaf)
 
-    async def submit_with_proof(self, pending: Pending, rate: int = 0) -> Integrated:
-        """For worker processes (tlog/server/workers.py): submit, then add the inclusion proof, read
-        from the tiles this process holds in memory."""
-        result = await self.sequencer.submit(pending, rate)
+    async def with_proof(self, result: Integrated) -> Integrated:
+        """For the worker hand-off (tlog/server/ipc.py): a result without an inclusion proof (a duplicate
+        found in storage) gets one, read from the tiles."""
         if result.proof is not None:
             return result
         head = result.head if result.head.size > result.index else self.head

@@ -1,0 +1,238 @@
+"""Scale: build a log of N entries (default 10,000,000) through the real sequencer and SQLite storage,
+and print, as it grows, the append rate, the proof rates from durable storage and the resident memory,
+then the bytes on disk per entry.  Optionally serve the finished log and measure reads over HTTP.
+
+    .venv/bin/python scripts/bench_scale.py [--entries N] [--data DIR] [--http]
+
+The bulk path skips only HTTP and the handler's signature check: entries are real Ed25519-signed event
+entries (made by a signing process running beside the sequencer, 16 registered writer keys), handed to
+``Sequencer.enqueue`` — the same sequencer, group commit, tiles, checkpoints and SQLite storage as
+``tlog serve`` — and the log it leaves passes ``tlog fsck`` and ``tlog audit``.  At each size in
+``--marks`` (100k, 1M, 10M by default) the feed pauses and the script times random inclusion and
+consistency proofs through ``LogState`` (tile reads from the database, as a server makes them).
+
+``--http``: after the build, ``tlog serve --workers 2`` on the log, and wrk (as in scripts/bench) asks for
+random inclusion proofs and level-0 tiles; prints requests/s and the server's resident memory.
+Building 10,000,000 entries takes about half an hour on the 2-core development machine and about
+4 GB of disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tlog.checkpoint import Checkpoint  # noqa: E402
+from tlog.entry import EventEntry, Leaf, payload_commitment, register_event, sign_entry  # noqa: E402
+from tlog.hashing import leaf_hash  # noqa: E402
+from tlog.keys import KeyType, PrivateKey  # noqa: E402
+from tlog.note import parse_note  # noqa: E402
+from tlog.proof import verify_consistency, verify_inclusion  # noqa: E402
+from tlog.server.sequencer import Pending  # noqa: E402
+from tlog.server.state import LogState  # noqa: E402
+
+DAY = 86_400_000
+CHUNK = 2000
+
+
+def rss_mb(pid: int | str = "self") -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out.get("VmRSS", 0.0), out.get("VmHWM", 0.0)
+
+
+def signer(origin: str, pems: list[bytes], count: int, queue: mp.Queue) -> None:
+    """The signing process: chunks of (body, signature, identity, key id, salt, payload)."""
+    keys = [PrivateKey.from_pem(p) for p in pems]
+    sent = 0
+    while sent < count:
+        now = time.time_ns() // 1_000_000
+        chunk = []
+        for i in range(sent, min(count, sent + CHUNK)):
+            key = keys[i % len(keys)]
+            salt = os.urandom(16)
+            payload = b"event %d" % i
+            entry = EventEntry(origin, key.public_key.key_id, now, payload_commitment(salt, payload))
+            body = entry.encode()
+            sig = sign_entry(entry, key)
+            chunk.append((body, sig, Leaf(body, sig, 0).identity(), key.public_key.key_id, salt, payload))
+        queue.put(chunk)
+        sent += len(chunk)
+    queue.put(None)
+
+
+async def register_writers(state: LogState, data: str, n: int) -> list[bytes]:
+    with open(os.path.join(data, "operator.key"), "rb") as f:
+        operator = PrivateKey.from_pem(f.read())
+    keys = [PrivateKey.generate(KeyType.ED25519) for _ in range(n)]
+    now = time.time_ns() // 1_000_000
+    for i, k in enumerate(keys):
+        ev = register_event(state.config.origin, now, k.public_key, f"scale-{i}", now - DAY, now + 300 * DAY)
+        await state.append_operator(ev.encode(), sign_entry(ev, operator))
+    return [k.to_pem() for k in keys]
+
+
+async def time_proofs(state: LogState, n_incl: int, n_cons: int) -> tuple[float, float]:
+    """Random inclusion and consistency proofs through LogState (storage reads), each verified."""
+    head = state.head
+    size, root = head.size, head.root
+    rng = random.Random(size)
+    indices = [rng.randrange(size) for _ in range(n_incl)]
+    t = time.perf_counter()
+    proofs = [await state.inclusion_proof(i, size) for i in indices]
+    incl = n_incl / (time.perf_counter() - t)
+    for i, p in list(zip(indices, proofs))[:50]:
+        verify_inclusion(leaf_hash(await state.leaf(i)), i, size, p, root)
+    firsts = [rng.randrange(1, size) for _ in range(n_cons)]
+    t = time.perf_counter()
+    for f in firsts:
+        await state.consistency_proof(f, size)
+    cons_rate = n_cons / (time.perf_counter() - t)
+    conn = sqlite3.connect(f"file:{state.storage.path}?mode=ro", uri=True)
+    older = conn.execute("SELECT note FROM checkpoints WHERE size > 0 AND size < ? ORDER BY random() LIMIT 20",
+                         (size,)).fetchall()
+    conn.close()
+    for (note,) in older:  # proofs from checkpoints the log signed earlier, checked against their roots
+        cp = Checkpoint.parse(parse_note(bytes(note))[0])
+        verify_consistency(cp.size, size, await state.consistency_proof(cp.size, size), cp.root, root)
+    return incl, cons_rate
+
+
+def disk_report(db: str, size: int) -> list[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
+    conn.close()
+    total = sum(b for _, b in rows)
+    payload = sum(b for n, b in rows if n == "payloads")
+    out = [f"  {name:<28} {b / size:8.1f} bytes/entry  ({b / 1e6:,.0f} MB)" for name, b in rows if b > 1e6]
+    out.append(f"  total {total / size:.1f} bytes/entry; without the payloads table "
+               f"{(total - payload) / size:.1f} bytes/entry ({os.path.getsize(db) / 1e9:.2f} GB file)")
+    return out
+
+
+async def build(data: str, entries: int, marks: list[int], writers: int) -> None:
+    state = await LogState.open(data)
+    try:
+        pems = await register_writers(state, data, writers)
+        origin = state.config.origin
+        todo = entries - state.head.size
+        queue: mp.Queue = mp.get_context("fork").Queue(maxsize=8)
+        proc = mp.get_context("fork").Process(target=signer, args=(origin, pems, todo, queue), daemon=True)
+        proc.start()
+        loop = asyncio.get_running_loop()
+        inflight: list[asyncio.Future] = []
+        window_start, window_size = time.perf_counter(), state.head.size
+        marks = sorted(m for m in marks if m > state.head.size)
+        queued = state.head.size
+        started = time.perf_counter()
+        print(f"{'size':>12} {'appends/s':>10} {'incl/s':>8} {'cons/s':>8} {'RSS MB':>7} {'peak MB':>7}", flush=True)
+        while True:
+            chunk = await loop.run_in_executor(None, queue.get)
+            if chunk is None:
+                break
+            queued += len(chunk)
+            for body, sig, ident, key_id, salt, payload in chunk:
+                inflight.append(state.sequencer.enqueue(Pending(body, sig, ident, key_id=key_id, salt=salt,
+                                                                payload=payload)))
+            if len(inflight) >= 16_000:
+                await asyncio.gather(*inflight[:8000])
+                del inflight[:8000]
+            size = state.head.size
+            if marks and queued >= marks[0]:
+                await asyncio.gather(*inflight)
+                inflight.clear()
+                size = state.head.size
+                rate = (size - window_size) / (time.perf_counter() - window_start)
+                incl, cons = await time_proofs(state, 5000, 2000)
+                rss, hwm = rss_mb()
+                print(f"{size:>12,} {rate:>10,.0f} {incl:>8,.0f} {cons:>8,.0f} {rss:>7.0f} {hwm:>7.0f}  "
+                      f"(mark; {time.perf_counter() - started:,.0f} s so far)", flush=True)
+                marks.pop(0)
+                window_start, window_size = time.perf_counter(), state.head.size
+            elif size - window_size >= max(100_000, entries // 50):
+                rate = (size - window_size) / (time.perf_counter() - window_start)
+                rss, hwm = rss_mb()
+                print(f"{size:>12,} {rate:>10,.0f} {'':>8} {'':>8} {rss:>7.0f} {hwm:>7.0f}", flush=True)
+                window_start, window_size = time.perf_counter(), size
+        await asyncio.gather(*inflight)
+        proc.join()
+        print(f"built {state.head.size:,} entries in {time.perf_counter() - started:,.0f} s", flush=True)
+    finally:
+        await state.close()
+
+
+def http_reads(data: str, seconds: int) -> None:
+    sys.path.insert(0, os.path.join(ROOT, "scripts", "benchlib"))
+    import run as bench  # scripts/benchlib/run.py: wrk runner
+
+    port = bench.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tlog", "serve", "--data", data, "--listen",
+                             f"127.0.0.1:{port}", "--workers", "2"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        t = time.perf_counter()
+        for line in proc.stdout:
+            if line.startswith(b"listening on"):
+                break
+        print(f"server started in {time.perf_counter() - t:.1f} s", flush=True)
+        url = f"http://127.0.0.1:{port}"
+        import urllib.request
+        with urllib.request.urlopen(url + "/checkpoint") as r:
+            size = int(r.read().split(b"\n")[1])
+        for kind in ("proof", "tile"):
+            res = bench.run_wrk(url, os.path.join(ROOT, "scripts", "benchlib", "wrk_reads.lua"), seconds, 64,
+                                {"TLOG_SIZE": str(size), "TLOG_READ": kind})
+            print(f"HTTP {kind}s from a log of {size:,}: {res['rate']:,.0f} req/s, p50 {res['p50']} ms, "
+                  f"p99 {res['p99']} ms, {res['non2xx']} non-2xx", flush=True)
+        pids = [proc.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                             text=True).stdout.split()]
+        print("server RSS (MB, per process): " + ", ".join(f"{rss_mb(p)[0]:.0f}" for p in pids), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--entries", type=int, default=10_000_000)
+    ap.add_argument("--data", help="log directory (created with tlog init when missing; kept)")
+    ap.add_argument("--marks", default="100000,1000000,10000000", help="sizes at which proofs are timed")
+    ap.add_argument("--writers", type=int, default=16)
+    ap.add_argument("--http", action="store_true", help="then serve the log and measure reads with wrk")
+    ap.add_argument("--seconds", type=int, default=20, help="length of each wrk run")
+    args = ap.parse_args()
+    data = args.data or os.path.join(tempfile.mkdtemp(prefix="tlog-scale-"), "log")
+    if not os.path.exists(os.path.join(data, "log.db")):
+        subprocess.run([sys.executable, "-m", "tlog", "init", "--data", data, "--origin", "scale.example/log"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    marks = [int(m) for m in args.marks.split(",") if m]
+    print(f"log in {data}; building to {args.entries:,} entries", flush=True)
+    asyncio.run(build(data, args.entries, marks, args.writers))
+    db = os.path.join(data, "log.db")
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = conn.execute("SELECT size FROM head").fetchone()[0]
+    conn.close()
+    print(f"bytes on disk at {size:,} entries (dbstat):")
+    print("\n".join(disk_report(db, size)), flush=True)
+    if args.http:
+        http_reads(data, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
