@@ -82,7 +82,7 @@ async def register_writers(state: LogState, data: str, n: int) -> list[bytes]:
     keys = [PrivateKey.generate(KeyType.ED25519) for _ in range(n)]
     now = time.time_ns() // 1_000_000
     for i, k in enumerate(keys):
-        ev = register_event(state.config.origin, now, k.public_key, f"scale-{i}", now - DAY, now + 300 * DAY)
+        ev = register_event(state.config.origin, now, k.public_key, f"scale-{now}-{i}", now - DAY, now + 300 * DAY)
         await state.append_operator(ev.encode(), sign_entry(ev, operator))
     return [k.to_pem() for k in keys]
 
@@ -113,6 +113,14 @@ async def time_proofs(state: LogState, n_incl: int, n_cons: int) -> tuple[float,
     return incl, cons_rate
 
 
+def disk_bytes(db: str) -> tuple[int, int]:
+    """(bytes of the whole database, bytes of the payloads table), from SQLite's dbstat."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+    conn.close()
+    return sum(b for _, b in rows), sum(b for n, b in rows if n == "payloads")
+
+
 def disk_report(db: str, size: int) -> list[str]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
@@ -125,7 +133,10 @@ def disk_report(db: str, size: int) -> list[str]:
     return out
 
 
-async def build(data: str, entries: int, marks: list[int], writers: int) -> None:
+async def build(data: str, entries: int, marks: list[int], writers: int, quiet: bool = False) -> dict:
+    """Grow the log in ``data`` to ``entries``; returns ``{"marks": [(size, appends/s, inclusion/s,
+    consistency/s, RSS MB, peak MB)], "windows": [(size, appends/s, RSS MB)], "seconds": s}``."""
+    figures: dict = {"marks": [], "windows": []}
     state = await LogState.open(data)
     try:
         pems = await register_writers(state, data, writers)
@@ -140,7 +151,8 @@ async def build(data: str, entries: int, marks: list[int], writers: int) -> None
         marks = sorted(m for m in marks if m > state.head.size)
         queued = state.head.size
         started = time.perf_counter()
-        print(f"{'size':>12} {'appends/s':>10} {'incl/s':>8} {'cons/s':>8} {'RSS MB':>7} {'peak MB':>7}", flush=True)
+        say = (lambda *a, **k: None) if quiet else print
+        say(f"{'size':>12} {'appends/s':>10} {'incl/s':>8} {'cons/s':>8} {'RSS MB':>7} {'peak MB':>7}", flush=True)
         while True:
             chunk = await loop.run_in_executor(None, queue.get)
             if chunk is None:
@@ -160,23 +172,29 @@ async def build(data: str, entries: int, marks: list[int], writers: int) -> None
                 rate = (size - window_size) / (time.perf_counter() - window_start)
                 incl, cons = await time_proofs(state, 5000, 2000)
                 rss, hwm = rss_mb()
-                print(f"{size:>12,} {rate:>10,.0f} {incl:>8,.0f} {cons:>8,.0f} {rss:>7.0f} {hwm:>7.0f}  "
+                figures["marks"].append((size, rate, incl, cons, rss, hwm))
+                say(f"{size:>12,} {rate:>10,.0f} {incl:>8,.0f} {cons:>8,.0f} {rss:>7.0f} {hwm:>7.0f}  "
                       f"(mark; {time.perf_counter() - started:,.0f} s so far)", flush=True)
                 marks.pop(0)
                 window_start, window_size = time.perf_counter(), state.head.size
             elif size - window_size >= max(100_000, entries // 50):
                 rate = (size - window_size) / (time.perf_counter() - window_start)
                 rss, hwm = rss_mb()
-                print(f"{size:>12,} {rate:>10,.0f} {'':>8} {'':>8} {rss:>7.0f} {hwm:>7.0f}", flush=True)
+                figures["windows"].append((size, rate, rss))
+                say(f"{size:>12,} {rate:>10,.0f} {'':>8} {'':>8} {rss:>7.0f} {hwm:>7.0f}", flush=True)
                 window_start, window_size = time.perf_counter(), size
         await asyncio.gather(*inflight)
         proc.join()
-        print(f"built {state.head.size:,} entries in {time.perf_counter() - started:,.0f} s", flush=True)
+        figures["seconds"] = time.perf_counter() - started
+        say(f"built {state.head.size:,} entries in {figures['seconds']:,.0f} s", flush=True)
     finally:
         await state.close()
+    return figures
 
 
-def http_reads(data: str, seconds: int) -> None:
+def http_reads(data: str, seconds: int) -> dict:
+    """Serve the log (``--workers 2``) and measure random inclusion proofs and level-0 tiles with wrk."""
+    out: dict = {}
     sys.path.insert(0, os.path.join(ROOT, "scripts", "benchlib"))
     import run as bench  # scripts/benchlib/run.py: wrk runner
 
@@ -197,14 +215,19 @@ def http_reads(data: str, seconds: int) -> None:
         for kind in ("proof", "tile"):
             res = bench.run_wrk(url, os.path.join(ROOT, "scripts", "benchlib", "wrk_reads.lua"), seconds, 64,
                                 {"TLOG_SIZE": str(size), "TLOG_READ": kind})
+            out[kind] = res["rate"]
+            out["size"] = size
             print(f"HTTP {kind}s from a log of {size:,}: {res['rate']:,.0f} req/s, p50 {res['p50']} ms, "
                   f"p99 {res['p99']} ms, {res['non2xx']} non-2xx", flush=True)
         pids = [proc.pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                                              text=True).stdout.split()]
-        print("server RSS (MB, per process): " + ", ".join(f"{rss_mb(p)[0]:.0f}" for p in pids), flush=True)
+        rss = [rss_mb(p)[0] for p in pids]
+        out["rss"] = sum(rss)
+        print("server RSS (MB, per process): " + ", ".join(f"{r:.0f}" for r in rss), flush=True)
     finally:
         proc.terminate()
         proc.wait(60)
+    return out
 
 
 def main() -> None:

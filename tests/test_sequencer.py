@@ -195,3 +195,42 @@ async def test_restart_rebuilds_state(log, tmp_path):
         assert fresh.registry.to_json() == seq.registry.to_json()
     finally:
         await other.close()
+
+
+async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(log):
+    """Each batch that fills a hash tile stores the tile's interior (levels 1-7 of its little tree);
+    proofs read those node hashes instead of recomputing them, give the same answers as recomputing
+    and as the oracle, and a database without interiors still serves every proof."""
+    import sqlite3
+
+    from tests.oracle import Oracle
+    from tlog.hashing import leaf_hash
+    from tlog.server.treereader import INTERIOR_HASHES, tile_interior
+
+    seq, storage, clock, writer, _ = log
+    n = 0
+    while seq.head.size < 701:
+        await asyncio.gather(*(seq.submit(event_pending(writer, clock.now, b"%d" % (n + i))) for i in range(8)))
+        n += 8
+    size = seq.head.size
+    conn = sqlite3.connect(storage.path)
+    interiors = {(lvl, idx): bytes(d) for lvl, idx, d in conn.execute("SELECT level, idx, data FROM tile_interiors")}
+    tiles = {(lvl, idx): bytes(d) for lvl, idx, d in conn.execute("SELECT level, idx, data FROM tiles")}
+    conn.close()
+    assert sorted(interiors) == [(0, 0), (0, 1)]  # the full level-0 tiles of a tree of 701+ leaves
+    for key, interior in interiors.items():
+        assert len(interior) == INTERIOR_HASHES * 32 and interior == tile_interior(tiles[key])
+    oracle = Oracle([leaf_hash(raw) for raw in await storage.read_leaves(0, size)])
+    stored, recomputed = TreeReader(storage.read_tile_trees), TreeReader(storage.read_tiles)
+    for index in (0, 1, 255, 256, 300, 511, 512, size - 1):
+        proof = await stored.inclusion_proof(index, size)
+        assert proof == await recomputed.inclusion_proof(index, size) == oracle.path(index, size)
+    for first in (1, 7, 256, 300, 512):
+        proof = await stored.consistency_proof(first, size)
+        assert proof == await recomputed.consistency_proof(first, size) == oracle.proof(first, size)
+    # Named mutation: a damaged stored interior changes the proofs read from it (so they are read).
+    conn = sqlite3.connect(storage.path)
+    conn.execute("UPDATE tile_interiors SET data = zeroblob(length(data)) WHERE level = 0 AND idx = 0")
+    conn.commit()
+    conn.close()
+    assert await TreeReader(storage.read_tile_trees).inclusion_proof(3, size) != oracle.path(3, size)

@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from presign import presign, register_writers  # noqa: E402
 
@@ -239,6 +240,69 @@ def bench_p256(report: Report, work: str, args) -> None:
         server.stop()
 
 
+def bench_audit(report: Report, work: str, args) -> None:
+    n = 20_000 if args.quick else 1_000_000
+    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "bench_audit.py"), "--entries", str(n),
+                          "--dir", os.path.join(work, "audit")], capture_output=True, text=True, cwd=ROOT)
+    m = re.search(r"= ([\d,]+) entries/s; peak RSS (\d+) MiB", out.stdout)
+    if not m:
+        raise RuntimeError(f"bench_audit failed:\n{out.stdout}\n{out.stderr}")
+    report.add(f"tlog audit of a {n:,}-entry export (signatures, payloads)", float(m.group(1).replace(",", "")),
+               "entries/s", target=">= 15,000", note=f"peak RSS {m.group(2)} MiB")
+
+
+def bench_scale(report: Report, work: str, args) -> None:
+    import bench_scale as scale
+
+    n = args.scale_entries or (30_000 if args.quick else 10_000_000)
+    marks = [max(1, n // 100), n] if n < 10_000_000 else [100_000, 1_000_000, n]
+    data = os.path.join(work, "scale", "log")
+    subprocess.run([PY, "-m", "tlog", "init", "--data", data, "--origin", "scale.example/log"], check=True,
+                   cwd=ROOT, capture_output=True)
+    print(f"  (building a log of {n:,} entries through the sequencer and SQLite storage)", file=sys.stderr,
+          flush=True)
+    fig = asyncio.run(scale.build(data, n, marks, 16))
+    first, last = fig["marks"][0], fig["marks"][-1]
+    for size, rate, incl, cons, rss, hwm in (first, last):
+        report.add(f"scale: appends/s around {size:,} entries (in process, signing process beside)", rate,
+                   "appends/s", note=f"RSS {rss:.0f} MB")
+        report.add(f"scale: inclusion proofs from storage at {size:,}", incl, "proofs/s",
+                   note=f"consistency {cons:,.0f}/s")
+    report.add("scale: append speed at the largest size vs the smallest", 100 * last[1] / first[1], "%",
+               target=">= 80 %")
+    report.add("scale: proof speed at the largest size vs the smallest", 100 * last[2] / first[2], "%",
+               target=">= 80 %")
+    report.add("scale: peak resident memory while building", max(m[5] for m in fig["marks"]), "MB",
+               target="< 300 MB", note="sequencer + storage process")
+    db = os.path.join(data, "log.db")
+    import sqlite3
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    total, payloads = scale.disk_bytes(db)
+    report.add("scale: bytes on disk per entry, without payloads", (total - payloads) / last[0], "bytes",
+               note=f"{total / last[0]:.0f} with payloads")
+    reads = scale.http_reads(data, int(min(args.seconds, 10)))
+    report.add(f"inclusion proofs over HTTP from a log of {reads['size']:,}", reads["proof"], "req/s",
+               target=">= 10,000", note="--workers 2, random indices")
+    report.add(f"level-0 tiles over HTTP from a log of {reads['size']:,}", reads["tile"], "req/s",
+               target=">= 10,000")
+    report.add("server resident memory serving that log (all processes)", reads["rss"], "MB", target="< 300 MB")
+
+
+def bench_peer(report: Report, args) -> None:
+    import bench_pymerkle as peer
+
+    n = 20_000 if args.quick else 1_000_000
+    res = peer.compare(n, 100 if args.quick else 300, 50 if args.quick else 300)
+    for name, key, unit, higher in peer.ROWS:
+        ours, theirs = res["tlog"][key], res["pymerkle"][key]
+        ratio = ours / theirs if higher else theirs / ours
+        target = ">= 20x" if key in ("inclusion", "consistency") else ""
+        report.add(f"vs pymerkle at {n:,}: {name}", ours, unit, target=target,
+                   ratio=f"{ratio:,.1f}x pymerkle", note=f"pymerkle {theirs:,.2f}")
+
+
 def measure_ceiling(keys_file: str, bodies: str, seconds: float) -> float:
     port = free_port()
     proc = subprocess.Popen([PY, os.path.join(HERE, "ceiling.py"), "--port", str(port), "--keys", keys_file,
@@ -260,12 +324,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="length of each load run (default 60; quick 3)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="tlog serve --workers N (default: one per core; 0 = one process)")
-    ap.add_argument("--only", default="", help="comma list of stages: raw,appends,p256")
+    ap.add_argument("--only", default="", help="comma list of stages: raw,appends,p256,audit,scale,peer")
+    ap.add_argument("--scale-entries", type=int, default=0,
+                    help="size of the scale log (default 10,000,000; quick 30,000)")
     args = ap.parse_args()
     args.seconds = args.seconds or (3 if args.quick else 60)
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is needed (apt-get install wrk; scripts/bench installs it as root)")
-    stages = set(filter(None, args.only.split(","))) or {"raw", "appends", "p256"}
+    stages = set(filter(None, args.only.split(","))) or {"raw", "appends", "p256", "audit", "scale", "peer"}
     report = Report()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}",
           file=sys.stderr)
@@ -275,6 +341,12 @@ def main() -> None:
             bench_appends(report, work, args, raw)
         if "p256" in stages:
             bench_p256(report, work, args)
+        if "audit" in stages:
+            bench_audit(report, work, args)
+        if "peer" in stages:
+            bench_peer(report, args)
+        if "scale" in stages:
+            bench_scale(report, work, args)
     report.print()
 
 

@@ -51,6 +51,17 @@ CREATE TABLE IF NOT EXISTS tiles (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 
+-- The interior of each full hash tile: levels 1-7 of its little tree (254 hashes), so that an
+-- inclusion or consistency proof reads node hashes instead of recomputing them from the tile.
+-- Written in the batch that fills the tile; a tile without a row (a database from before this table)
+-- is recomputed by the reader.
+CREATE TABLE IF NOT EXISTS tile_interiors (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    data  BLOB    NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+
 -- Every checkpoint the log ever signed and published, by tree size.
 CREATE TABLE IF NOT EXISTS checkpoints (
     size         INTEGER PRIMARY KEY,

@@ -48,6 +48,7 @@ from ..hashing import EMPTY_ROOT, HASH_SIZE, leaf_hash
 from ..note import Verifier
 from ..proof import root_plan
 from ..tiles import TILE_WIDTH, Tile, TileHashReader
+from .treereader import tile_interior
 from .config import ConfigError, check_private_file
 from .handlers import STATE
 from .logs import log_event
@@ -273,6 +274,8 @@ class _Scrub:
     def _compare(self, done: list[tuple[Tile, bytes]]) -> None:
         for tile, computed in done:
             self.report.tiles += 1
+            if len(computed) == TILE_WIDTH * HASH_SIZE:
+                self._check_interior(tile, computed)
             if tile.level == 0:
                 continue  # compared leaf by leaf in _check_level0
             row = self.one("SELECT data FROM tiles WHERE level = ? AND idx = ?", (tile.level, tile.index))
@@ -281,6 +284,16 @@ class _Scrub:
             if diff is not None:
                 what = "leaf" if tile.level == 0 else "the subtree from leaf"
                 self.report.problem(f"{what} {diff[0]}: the stored tile does not match the stored leaves: {diff[1]}")
+
+    def _check_interior(self, tile: Tile, computed: bytes) -> None:
+        """A full tile's stored interior (the node hashes proofs are read from) against the tile."""
+        try:
+            row = self.one("SELECT data FROM tile_interiors WHERE level = ? AND idx = ?", (tile.level, tile.index))
+        except sqlite3.OperationalError:  # a database from before interiors were kept: nothing to check
+            return
+        if row is not None and bytes(row[0]) != tile_interior(computed):
+            self.report.problem(f"the stored interior of hash tile {tile.level}/{tile.index} does not match "
+                                "the tile: proofs read from it would be wrong")
 
     def _resolve_missing_payloads(self) -> None:
         """A missing payload is fine only when an erasure entry covers it (erasure deletes the row in the

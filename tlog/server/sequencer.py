@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from ..checkpoint import Checkpoint, sign_checkpoint
 from ..entry import EventEntry, Leaf
 from ..errors import InvariantError, TlogError
+from ..hashing import HASH_SIZE
 from ..note import Signer
 from ..proof import consistency_plan, inclusion_plan, verify_consistency
 from ..registry import Registry
-from ..tiles import tiles_for_size, update_tiles
+from ..tiles import TILE_WIDTH, tiles_for_size, update_tiles
 from ..tree import CompactRange, perfect_subtrees
 from .storage import Batch, Head, NewLeaf, Storage, StorageFullError
-from .treereader import TreeReader
+from .treereader import TreeReader, tile_interior
 
 __all__ = ["Pending", "Integrated", "Sequencer", "BacklogFullError", "WritesStoppedError", "RateLimitedError"]
 
@@ -283,7 +284,9 @@ class Sequencer:
         new_root = new_range.root()
         self._check_consistency(head, self.range, nodes, new_range.size, new_root)
         new_head = self._sign(new_range.size, new_root, head)
-        await self.storage.commit_batch(Batch(leaves, update.tiles, new_head), expected_size=head.size)
+        interiors = {t: tile_interior(d) for t, d in update.tiles.items() if len(d) == TILE_WIDTH * HASH_SIZE}
+        await self.storage.commit_batch(Batch(leaves, update.tiles, new_head, tile_interiors=interiors),
+                                        expected_size=head.size)
         # Committed: now, and only now, memory moves forward and writers are answered.
         proofs = self._receipt_proofs(self.range, nodes, [leaf.index for _, leaf in accepted], new_head.size)
         self.range, self.partial, self.head = new_range, update.partial, new_head

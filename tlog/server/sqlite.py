@@ -198,6 +198,9 @@ class SQLiteStorage(Storage):
             conn.executemany("INSERT INTO operator_entries (idx) VALUES (?)", ops)
         conn.executemany("INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?,?,?)",
                          [(t.level, t.index, d) for t, d in batch.tiles.items()])
+        if batch.tile_interiors:
+            conn.executemany("INSERT OR REPLACE INTO tile_interiors (level, idx, data) VALUES (?,?,?)",
+                             [(t.level, t.index, d) for t, d in batch.tile_interiors.items()])
         conn.execute("INSERT INTO checkpoints (size, timestamp_ms, note) VALUES (?,?,?)",
                      (h.size, h.timestamp_ms, h.note))
         if batch.meta:
@@ -242,6 +245,27 @@ class SQLiteStorage(Storage):
             if len(data) == TILE_WIDTH * _HASH:
                 self._remember((t.level, t.index), data)
         return [self._slice(t, out[(t.level, t.index)]) for t in tiles]
+
+    async def read_tile_trees(self, tiles: list[Tile]) -> list[bytes]:
+        """Full tiles with their stored interiors, read on the caller's thread (point lookups of a
+        few kilobytes cost less than a thread hand-off); partial tiles as ``read_tiles`` answers them."""
+        out: list[bytes] = []
+        conn = self._lookup_conn()
+        for t in tiles:
+            if t.width != TILE_WIDTH:
+                out.extend(await self.read_tiles([t]))
+                continue
+            try:
+                row = conn.execute("SELECT t.data, i.data FROM tiles AS t LEFT JOIN tile_interiors AS i "
+                                   "ON i.level = t.level AND i.idx = t.idx WHERE t.level = ? AND t.idx = ?",
+                                   (t.level, t.index)).fetchone()
+            except sqlite3.Error as exc:
+                raise _classify(exc) from exc
+            if row is None:
+                raise MissingDataError(f"hash tile {t.level}/{t.index} is not stored")
+            data = self._slice(t, bytes(row[0]))
+            out.append(data + bytes(row[1]) if row[1] is not None else data)
+        return out
 
     @staticmethod
     def _slice(t: Tile, data: bytes) -> bytes:

@@ -76,7 +76,7 @@ class LogState:
         # The sequencer, or in an HTTP worker process (tlog/server/workers.py) its remote stand-in.
         self.sequencer = sequencer or Sequencer(storage, signer, config.origin, clock_ms=clock_ms,
                                                 max_batch=config.max_batch, max_pending=config.max_pending)
-        self.reader = TreeReader(storage.read_tiles, overlay=self.sequencer.current_tiles)
+        self.reader = TreeReader(storage.read_tile_trees, overlay=self.sequencer.current_tiles)
         # Operating the log (spec/privacy.md): reader tokens (opened by ``open``), metrics, WAL purges.
         self.tokens: TokenStore | None = None
         self.purger = Purger(storage)

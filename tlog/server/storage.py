@@ -13,7 +13,9 @@ Contract (every backend, tested by tests/test_storage_contract.py):
 3. Reads see only committed data.  ``read_tiles`` answers a (possibly partial) tile of width ``W``
    with exactly ``32 * W`` bytes, the prefix of what is stored; a tile that is not stored (or is
    shorter than asked) raises :class:`MissingDataError` (an invariant failure for the caller: the
-   tree says it should be there).
+   tree says it should be there).  ``read_tile_trees`` may append a full tile's stored interior (its
+   little tree's levels 1-7, written with the batch that filled the tile); readers recompute it when
+   it is absent, so a database written before interiors were kept still serves every proof.
 4. Errors of the medium (disk full, I/O error, a failed fsync) raise :class:`StorageFullError` or
    :class:`StorageFailedError`.  After a failed commit the backend must not be trusted to have or
    not have written anything until it is reopened: the caller stops writing (a failed fsync is never
@@ -97,6 +99,9 @@ class Batch:
     tiles: dict[Tile, bytes]
     head: Head
     meta: dict[str, bytes] = field(default_factory=dict)
+    #: The interior (levels 1-7 of the little tree, tlog/server/treereader.tile_interior) of each tile
+    #: that became full in this batch.
+    tile_interiors: dict[Tile, bytes] = field(default_factory=dict)
 
 
 class Storage(abc.ABC):
@@ -116,6 +121,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def read_tiles(self, tiles: list[Tile]) -> list[bytes]:
         """Hash tiles, each exactly ``32 * tile.width`` bytes."""
+
+    async def read_tile_trees(self, tiles: list[Tile]) -> list[bytes]:
+        """For proofs: like :meth:`read_tiles`, but a full tile whose interior was stored comes with it
+        appended (``32 * (256 + 254)`` bytes).  A backend that keeps no interiors answers ``read_tiles``."""
+        return await self.read_tiles(tiles)
 
     @abc.abstractmethod
     async def read_leaves(self, start: int, end: int) -> list[bytes]:
