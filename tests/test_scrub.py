@@ -101,9 +101,9 @@ TAMPERING = {
     "level-1 tile deleted": (lambda d: _exec(d, "DELETE FROM tiles WHERE level = 1"),
                              b"the subtree from leaf 0: the stored tile does not match the stored leaves: "
                              b"tile/1/000.p/1 is missing"),
-    "tile interior updated": (lambda d: _exec(d, "UPDATE tile_interiors SET data = ? WHERE level = 0 AND idx = 0",
-                                              (_flip_blob(_one(d, "SELECT data FROM tile_interiors WHERE level = 0 AND idx = 0")[0], 100),)),
-                              b"the stored interior of hash tile 0/0 does not match the tile"),
+    "tile tree updated": (lambda d: _exec(d, "UPDATE tile_trees SET data = ? WHERE id = 0",
+                                          (_flip_blob(_one(d, "SELECT data FROM tile_trees WHERE id = 0")[0], 9000),)),
+                          b"the stored tree of hash tile 0/0 does not match the tile"),
     "payload updated": (lambda d: _exec(d, "UPDATE payloads SET payload = x'00' WHERE idx = 7"),
                         b"the stored payload of entry 7 does not match its commitment"),
     "payload deleted": (lambda d: _exec(d, "DELETE FROM payloads WHERE idx = 9"),

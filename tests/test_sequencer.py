@@ -214,12 +214,12 @@ async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(lo
         n += 8
     size = seq.head.size
     conn = sqlite3.connect(storage.path)
-    interiors = {(lvl, idx): bytes(d) for lvl, idx, d in conn.execute("SELECT level, idx, data FROM tile_interiors")}
+    trees = {(i >> 48, i & (2**48 - 1)): bytes(d) for i, d in conn.execute("SELECT id, data FROM tile_trees")}
     tiles = {(lvl, idx): bytes(d) for lvl, idx, d in conn.execute("SELECT level, idx, data FROM tiles")}
     conn.close()
-    assert sorted(interiors) == [(0, 0), (0, 1)]  # the full level-0 tiles of a tree of 701+ leaves
-    for key, interior in interiors.items():
-        assert len(interior) == INTERIOR_HASHES * 32 and interior == tile_interior(tiles[key])
+    assert sorted(trees) == [(0, 0), (0, 1)]  # the full level-0 tiles of a tree of 701+ leaves
+    for key, tree in trees.items():
+        assert len(tree) == (256 + INTERIOR_HASHES) * 32 and tree == tiles[key] + tile_interior(tiles[key])
     oracle = Oracle([leaf_hash(raw) for raw in await storage.read_leaves(0, size)])
     stored, recomputed = TreeReader(storage.read_tile_trees), TreeReader(storage.read_tiles)
     for index in (0, 1, 255, 256, 300, 511, 512, size - 1):
@@ -230,7 +230,66 @@ async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(lo
         assert proof == await recomputed.consistency_proof(first, size) == oracle.proof(first, size)
     # Named mutation: a damaged stored interior changes the proofs read from it (so they are read).
     conn = sqlite3.connect(storage.path)
-    conn.execute("UPDATE tile_interiors SET data = zeroblob(length(data)) WHERE level = 0 AND idx = 0")
+    (tree,) = conn.execute("SELECT data FROM tile_trees WHERE id = 0").fetchone()
+    conn.execute("UPDATE tile_trees SET data = ? WHERE id = 0", (bytes(tree[:8192]) + bytes(len(tree) - 8192),))
     conn.commit()
     conn.close()
     assert await TreeReader(storage.read_tile_trees).inclusion_proof(3, size) != oracle.path(3, size)
+
+
+def test_lhash_key_parts_bound_the_pages_a_batch_touches_and_lookups_probe_every_part():
+    from tlog.server.sqlite import lhash_key, lhash_keys
+
+    h = os.urandom(32)
+    for index, size in ((0, 1), (65535, 65536), (65536, 65537), (10_000_000, 10_000_001)):
+        assert lhash_key(h, index) in lhash_keys(h, size)
+    assert lhash_key(h, 65536) not in lhash_keys(h, 65536)  # a tree without leaf 65,536 skips its part
+    assert len(lhash_keys(h, 10_000_000)) == 153
+    keys = [lhash_key(os.urandom(32), i) for i in range(0, 1_000_000, 1000)]
+    assert [k >> 32 for k in keys] == sorted(k >> 32 for k in keys)  # grouped by part, in tree order
+    assert lhash_key(h, 5, b"1") == lhash_keys(h, 99, b"1")[0] == int.from_bytes(h[:8], "big", signed=True)
+
+
+async def test_leaf_hash_lookup_across_parts(log, monkeypatch):
+    """find_leaf_hash finds leaves in every part of the lhash index (parts shrunk to 4 leaves here)."""
+    from tlog.server import sqlite as backend
+
+    monkeypatch.setattr(backend, "LHASH_PART_BITS", 2)
+    seq, storage, clock, writer, _ = log
+    got = []
+    for i in range(5):
+        got += await asyncio.gather(*(seq.submit(event_pending(writer, clock.now, b"p%d-%d" % (i, j)))
+                                      for j in range(3)))
+    for r in got:
+        assert await storage.find_leaf_hash(Leaf.decode(r.leaf).hash()) == r.index
+    assert await storage.find_leaf_hash(os.urandom(32)) is None
+
+
+def test_ident_key_clusters_by_the_writers_time_and_keeps_twins_together():
+    from tlog.server.sqlite import ident_key
+
+    ident = bytes(range(32))
+    t = 1_800_000_000_000
+    assert ident_key(ident, t) == ident_key(ident, t)  # twins: same body, same identity and time
+    later = [ident_key(os.urandom(32), t + 4096 * k) for k in range(1, 50)]
+    assert later == sorted(later) and later[0] > ident_key(b"\xff" * 32, t)  # grows with time
+    assert all(0 <= ident_key(os.urandom(32), ms) < 2**63 for ms in (0, t, 2**64 - 1))
+    assert ident_key(ident, t, b"1") == int.from_bytes(ident[:8], "big", signed=True)
+
+
+async def test_databases_with_the_old_index_scheme_still_deduplicate_and_find_leaf_hashes(log):
+    """A database written before the clustered keys (no meta index_scheme) keeps its derivation."""
+    import sqlite3
+
+    seq, storage, clock, writer, data = log
+    storage._inner.index_scheme = b"1"  # as open_storage reads it from such a database
+    p = event_pending(writer, clock.now, b"old")
+    first = await seq.submit(p)
+    conn = sqlite3.connect(storage.path)
+    (stored,) = conn.execute("SELECT ident FROM leaves WHERE idx = ?", (first.index,)).fetchone()
+    conn.close()
+    assert stored == int.from_bytes(p.identity[:8], "big", signed=True)
+    again = await seq.submit(Pending(p.body, p.signature, p.identity, key_id=p.key_id, salt=p.salt,
+                                     payload=p.payload))
+    assert again.duplicate and again.index == first.index
+    assert await storage.find_leaf_hash(Leaf.decode(first.leaf).hash()) == first.index

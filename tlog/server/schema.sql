@@ -7,10 +7,12 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 
 -- One row per leaf, in tree order: the RFC 6962 leaf bytes (tlog.entry.Leaf encoding).
--- ident / lhash are the first 8 bytes (as a signed 64-bit integer) of the entry identity
--- (tlog.entry.Leaf.identity, excludes the signature) and of the RFC 6962 leaf hash.  Non-unique
--- integer indexes are far cheaper than a UNIQUE index on a 32-byte blob; a hit is confirmed by
--- re-reading the leaf.
+-- ident and lhash are integer keys of the entry identity (tlog.entry.Leaf.identity, excludes the
+-- signature) and of the RFC 6962 leaf hash, built so that a batch's inserts touch few index pages
+-- (tlog.server.sqlite.ident_key: the writer's timestamp in the high bits; lhash_key: the index's
+-- part of 65,536 leaves in the high bits; meta index_scheme "2" — older databases: the first 8 bytes
+-- of each hash).  Non-unique integer indexes are far cheaper than a UNIQUE index on a 32-byte blob;
+-- a hit is confirmed by re-reading the leaf.
 CREATE TABLE IF NOT EXISTS leaves (
     idx           INTEGER PRIMARY KEY,
     leaf          BLOB    NOT NULL,
@@ -51,16 +53,16 @@ CREATE TABLE IF NOT EXISTS tiles (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 
--- The interior of each full hash tile: levels 1-7 of its little tree (254 hashes), so that an
--- inclusion or consistency proof reads node hashes instead of recomputing them from the tile.
--- Written in the batch that fills the tile; a tile without a row (a database from before this table)
--- is recomputed by the reader.
-CREATE TABLE IF NOT EXISTS tile_interiors (
-    level INTEGER NOT NULL,
-    idx   INTEGER NOT NULL,
-    data  BLOB    NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
+-- Each full hash tile with its interior: the tile's 256 hashes followed by levels 1-7 of its little
+-- tree (254 hashes), 16,320 bytes, so that a proof reads node hashes instead of recomputing them and
+-- finds them with one rowid lookup (id = level * 2**48 + tile index): a rowid table's search stays a
+-- few pages deep, where (level, idx) WITHOUT ROWID with 8 KB rows is many pages deep at 10,000,000
+-- entries.  Written in the batch that fills the tile; a tile without a row (a database from before
+-- this table) is read from ``tiles`` and its interior recomputed.
+CREATE TABLE IF NOT EXISTS tile_trees (
+    id   INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 
 -- Every checkpoint the log ever signed and published, by tree size.
 CREATE TABLE IF NOT EXISTS checkpoints (

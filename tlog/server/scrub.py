@@ -52,7 +52,7 @@ from .treereader import tile_interior
 from .config import ConfigError, check_private_file
 from .handlers import STATE
 from .logs import log_event
-from .sqlite import _prefix_int
+from .sqlite import ident_key, lhash_key, tile_tree_id
 from .storage import Head, NewLeaf
 
 __all__ = ["ScrubReport", "scrub_database", "preflight", "preflight_problems", "fsck", "PublishedCheckpoint",
@@ -124,6 +124,8 @@ class _Scrub:
         self.conn, self.verifier, self.should_stop = conn, verifier, should_stop
         self.report = ScrubReport()
         self.missing_payloads: list[int] = []
+        row = conn.execute("SELECT value FROM meta WHERE name = 'index_scheme'").fetchone()
+        self.index_scheme = bytes(row[0]) if row else b"1"
 
     def one(self, sql: str, params: tuple = ()) -> tuple | None:
         return self.conn.execute(sql, params).fetchone()
@@ -256,7 +258,8 @@ class _Scrub:
             self.report.problem(f"leaf {index} does not decode: {exc}")
             return True
         key_id = entry.key_id if type(entry) is EventEntry else None
-        columns_ok = derived == [_prefix_int(leaf.identity()), _prefix_int(lhash), key_id, leaf.integrated_ms]
+        ident = ident_key(leaf.identity(), getattr(entry, "timestamp_ms", 0), self.index_scheme)
+        columns_ok = derived == [ident, lhash_key(lhash, index, self.index_scheme), key_id, leaf.integrated_ms]
         if type(entry) is not EventEntry or index == 0:
             return columns_ok
         if payload is None:
@@ -286,13 +289,13 @@ class _Scrub:
                 self.report.problem(f"{what} {diff[0]}: the stored tile does not match the stored leaves: {diff[1]}")
 
     def _check_interior(self, tile: Tile, computed: bytes) -> None:
-        """A full tile's stored interior (the node hashes proofs are read from) against the tile."""
+        """A full tile's stored tree (the node hashes proofs are read from) against the tile."""
         try:
-            row = self.one("SELECT data FROM tile_interiors WHERE level = ? AND idx = ?", (tile.level, tile.index))
-        except sqlite3.OperationalError:  # a database from before interiors were kept: nothing to check
+            row = self.one("SELECT data FROM tile_trees WHERE id = ?", (tile_tree_id(tile),))
+        except sqlite3.OperationalError:  # a database from before tile trees were kept: nothing to check
             return
-        if row is not None and bytes(row[0]) != tile_interior(computed):
-            self.report.problem(f"the stored interior of hash tile {tile.level}/{tile.index} does not match "
+        if row is not None and bytes(row[0]) != computed + tile_interior(computed):
+            self.report.problem(f"the stored tree of hash tile {tile.level}/{tile.index} does not match "
                                 "the tile: proofs read from it would be wrong")
 
     def _resolve_missing_payloads(self) -> None:

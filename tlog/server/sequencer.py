@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..checkpoint import Checkpoint, sign_checkpoint
-from ..entry import EventEntry, Leaf
+from ..entry import EventEntry, Leaf, decode_body
 from ..errors import InvariantError, TlogError
 from ..hashing import HASH_SIZE
 from ..note import Signer
@@ -106,6 +106,15 @@ class Integrated:
     head: Head
     duplicate: bool = False
     proof: tuple[bytes, ...] | None = None  # the inclusion proof in ``head``, when the sender made it
+
+
+def _entry_ms(body: bytes) -> int:
+    """The writer's timestamp inside a body (0 if it has none or does not decode; the batch checks
+    it properly): twins share it, and storage clusters its deduplication index by it."""
+    try:
+        return getattr(decode_body(body), "timestamp_ms", 0)
+    except TlogError:
+        return 0
 
 
 class Sequencer:
@@ -317,7 +326,7 @@ class Sequencer:
         return out
 
     async def _dedupe(self, batch: list[Pending], head: Head) -> list[Pending]:
-        known = await self.storage.find_identities([p.identity for p in batch])
+        known = await self.storage.find_identities([(p.identity, _entry_ms(p.body)) for p in batch])
         fresh: list[Pending] = []
         for p in batch:
             index = known.get(p.identity)
@@ -342,7 +351,7 @@ class Sequencer:
                 continue
             new = NewLeaf(index=index, leaf=leaf.encode(), identity=p.identity, leaf_hash=leaf.hash(),
                           key_id=p.key_id, integrated_ms=now, salt=p.salt, payload=p.payload,
-                          operator=p.operator)
+                          operator=p.operator, entry_ms=getattr(leaf.entry, "timestamp_ms", 0))
             leaves.append(new)
             accepted.append((p, new))
         return leaves, accepted, registry

@@ -14,8 +14,9 @@ Contract (every backend, tested by tests/test_storage_contract.py):
    with exactly ``32 * W`` bytes, the prefix of what is stored; a tile that is not stored (or is
    shorter than asked) raises :class:`MissingDataError` (an invariant failure for the caller: the
    tree says it should be there).  ``read_tile_trees`` may append a full tile's stored interior (its
-   little tree's levels 1-7, written with the batch that filled the tile); readers recompute it when
-   it is absent, so a database written before interiors were kept still serves every proof.
+   little tree's levels 1-7, ``Batch.tile_interiors``, stored with the batch that filled the tile);
+   readers recompute it when it is absent, so a database written before interiors were kept still
+   serves every proof.
 4. Errors of the medium (disk full, I/O error, a failed fsync) raise :class:`StorageFullError` or
    :class:`StorageFailedError`.  After a failed commit the backend must not be trusted to have or
    not have written anything until it is reopened: the caller stops writing (a failed fsync is never
@@ -89,6 +90,9 @@ class NewLeaf:
     salt: bytes | None = None
     payload: bytes | None = None
     operator: bool = False
+    #: the writer's timestamp inside the body (0 when the body has none): twins share it, so a
+    #: backend may cluster its deduplication index by it (see find_identities)
+    entry_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,9 @@ class Storage(abc.ABC):
         """Leaf bytes for indices ``start <= i < end`` (all of them must exist)."""
 
     @abc.abstractmethod
-    async def find_identities(self, identities: list[bytes]) -> dict[bytes, int]:
-        """Indices of already stored entries with these identities (deduplication)."""
+    async def find_identities(self, identities: list[tuple[bytes, int]]) -> dict[bytes, int]:
+        """Indices of already stored entries with these identities (deduplication), each given with
+        the timestamp inside its body (``NewLeaf.entry_ms``), which a twin shares."""
 
     @abc.abstractmethod
     async def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
