@@ -163,7 +163,7 @@ class _Writer:
 class SQLiteStorage(Storage):
     """See tlog/server/storage.py for the contract."""
 
-    def __init__(self, path: str, writer: _Writer, reader: aiosqlite.Connection, tile_cache: int = 4096):
+    def __init__(self, path: str, writer: _Writer, reader: aiosqlite.Connection, tile_cache: int = 1024):
         self.path = path
         self._w = writer
         self._r = reader

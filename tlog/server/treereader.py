@@ -71,7 +71,7 @@ class TreeReader:
     bytes object (16 KB for a full tile), at most ``cache_tiles`` of them."""
 
     def __init__(self, read_tiles: ReadTiles, overlay: Mapping[Tile, bytes] | Overlay | None = None,
-                 cache_tiles: int = 2048):
+                 cache_tiles: int = 1024):
         self._read_tiles = read_tiles
         if callable(overlay):
             self._overlay: Overlay = overlay
