@@ -57,21 +57,21 @@ def rss_mb(pid: int | str = "self") -> tuple[float, float]:
     return out.get("VmRSS", 0.0), out.get("VmHWM", 0.0)
 
 
+def signed_event(origin: str, key: PrivateKey, i: int, now: int) -> tuple:
+    """A signed event entry as (body, signature, identity, key id, salt, payload)."""
+    salt, payload = os.urandom(16), b"event %d" % i
+    entry = EventEntry(origin, key.public_key.key_id, now, payload_commitment(salt, payload))
+    body, sig = entry.encode(), sign_entry(entry, key)
+    return body, sig, Leaf(body, sig, 0).identity(), key.public_key.key_id, salt, payload
+
+
 def signer(origin: str, pems: list[bytes], count: int, queue: mp.Queue) -> None:
     """The signing process: chunks of (body, signature, identity, key id, salt, payload)."""
     keys = [PrivateKey.from_pem(p) for p in pems]
     sent = 0
     while sent < count:
         now = time.time_ns() // 1_000_000
-        chunk = []
-        for i in range(sent, min(count, sent + CHUNK)):
-            key = keys[i % len(keys)]
-            salt = os.urandom(16)
-            payload = b"event %d" % i
-            entry = EventEntry(origin, key.public_key.key_id, now, payload_commitment(salt, payload))
-            body = entry.encode()
-            sig = sign_entry(entry, key)
-            chunk.append((body, sig, Leaf(body, sig, 0).identity(), key.public_key.key_id, salt, payload))
+        chunk = [signed_event(origin, keys[i % len(keys)], i, now) for i in range(sent, min(count, sent + CHUNK))]
         queue.put(chunk)
         sent += len(chunk)
     queue.put(None)
