@@ -207,21 +207,27 @@ class Run:
 
     async def warm_up(self) -> dict[str, int]:
         """One append traced across the whole process: the writer thread and the published-checkpoint thread."""
-        tracer = Tracer(self.tmp, ["-f", "-p", str(self.server.proc.pid), "-e", "trace=pwrite64,rename"])
-        try:
-            status, _ = await self.append(b"warm-up")
-            assert status == 201
-            tracer.wait_for(r"rename\(.*published-checkpoint")
-        finally:
-            tracer.detach()
+        text = await self.traced_append(b"warm-up", "pwrite64,rename")
         threads = {}
-        for tid, call, args in _calls(tracer.text()):
+        for tid, call, args in _calls(text):
             if call == "pwrite64" and "log.db-wal" in args:
                 threads["writer"] = tid
             if call == "rename" and "published-checkpoint" in args:
                 threads["published"] = tid
-        assert set(threads) == {"writer", "published"}, tracer.text()[-2000:]
+        assert set(threads) == {"writer", "published"}, text[-2000:]
         return threads
+
+    async def traced_append(self, body: bytes, trace: str) -> str:
+        """strace's record of the whole process (``-e trace=...``) during one acknowledged append, up to
+        the rename of DIR/published-checkpoint that follows its commit."""
+        tracer = Tracer(self.tmp, ["-f", "-p", str(self.server.proc.pid), "-e", f"trace={trace}"])
+        try:
+            status, _ = await self.append(body)
+            assert status == 201
+            tracer.wait_for(r"rename\(.*published-checkpoint")
+        finally:
+            tracer.detach()
+        return tracer.text()
 
 
 def _what(args: str) -> str:
@@ -236,16 +242,10 @@ async def _trace_one_append(template: Template, tmp, pre: int = 0) -> list[Case]
     async with Run(template, tmp) as run:
         threads = await run.warm_up()
         await run.preload(pre)
-        tracer = Tracer(tmp, ["-f", "-p", str(run.server.proc.pid), "-e", f"trace={TRACE_SET}"])
-        try:
-            status, _ = await run.append(b"fill")
-            assert status == 201
-            tracer.wait_for(r"rename\(.*published-checkpoint")
-        finally:
-            tracer.detach()
+        text = await run.traced_append(b"fill", TRACE_SET)
     seen: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     role = {threads["published"]: "published"}
-    for tid, call, args in _calls(tracer.text()):
+    for tid, call, args in _calls(text):
         if tid == threads["writer"]:
             role[tid] = role.get(tid, "commit")
         if tid in role and call in FILE_CALLS:
