@@ -55,7 +55,8 @@ class Gossip:
             for origin, follower in self.followers.items():
                 await self._pull_evidence(peer, origin, follower)
                 await self._push_evidence(peer, origin, follower)
-        except (PeerError, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        # RecursionError: JSON nested deeper than the parser's stack (json.loads raises it, not ValueError).
+        except (PeerError, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, RecursionError) as exc:
             self.metrics.gossip_errors.labels(peer).inc()
             if self._peer_ok.get(peer, True):
                 print(f"tlog-monitor: gossip with {peer} failed: {str(exc) or type(exc).__name__}",

@@ -71,7 +71,7 @@ class LogAPI:
         body = await self._get(f"/v1/proofs/consistency?first={first}&second={second}", _MAX_JSON)
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
             raise FormatError("the consistency proof answer is not JSON") from None
         proof = obj.get("proof") if isinstance(obj, dict) else None
         if not isinstance(proof, list) or len(proof) > 126 or not all(isinstance(h, str) for h in proof):
@@ -100,6 +100,6 @@ def _reason(body: bytes) -> str:
         obj = json.loads(body)
         if isinstance(obj, dict) and isinstance(obj.get("error"), str):
             return obj["error"][:200]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     return body[:200].decode("utf-8", "replace").strip() or "no reason given"

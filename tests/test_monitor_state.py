@@ -460,3 +460,63 @@ async def test_entry_watcher_catches_entries_that_do_not_match_the_signed_root(t
         assert not await w.step() and not await w.step()
         assert [a["kind"] for a in rig.alerts()] == ["entries-mismatch"]
         assert (await f.state.watch_progress(ORIGIN))[0] == 0  # nothing committed
+
+
+async def test_gossip_survives_a_peer_that_sends_deeply_nested_json(tmp_path):
+    """A peer answering /gossip with JSON nested deeper than the parser's stack is a failed exchange
+    with that peer (counted, said once), not a crash of the gossip round."""
+    import aiohttp
+    from aiohttp import web
+
+    from monitor.gossip import Gossip
+
+    nested = b"[" * 100_000 + b"]" * 100_000
+
+    async def deep(request: web.Request) -> web.Response:
+        return web.Response(body=nested, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/gossip", deep)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    metrics = Metrics()
+    try:
+        async with aiohttp.ClientSession() as session:
+            gossip = Gossip({}, [f"http://127.0.0.1:{port}"], lambda: session, metrics)
+            await gossip.round()
+            await gossip.round()
+    finally:
+        await runner.cleanup()
+    assert metrics.gossip_errors.labels(f"http://127.0.0.1:{port}")._value.get() == 2
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_a_log_answering_deeply_nested_json_is_a_format_error_or_a_refusal(status):
+    """A consistency proof answer (or a refusal's reason) nested deeper than the parser's stack is a
+    bad answer from the log, not an exception that ends the monitor's poll."""
+    import aiohttp
+    from aiohttp import web
+
+    from monitor.logapi import LogAPI
+    from tlog.errors import FormatError
+
+    nested = b"[" * 30_000 + b"]" * 30_000  # under the 64 KB answer limit
+
+    async def deep(request: web.Request) -> web.Response:
+        return web.Response(body=nested, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/proofs/consistency", deep)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = LogAPI(f"http://127.0.0.1:{runner.addresses[0][1]}", lambda: session)
+            with pytest.raises(FormatError if status == 200 else Refused):
+                await api.consistency_proof(1, 2)
+    finally:
+        await runner.cleanup()
