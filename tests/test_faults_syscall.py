@@ -248,7 +248,9 @@ async def _trace_one_append(template: Template, tmp, pre: int = 0) -> list[Case]
     for tid, call, args in _calls(text):
         if tid == threads["writer"]:
             role[tid] = role.get(tid, "commit")
-        if tid in role and call in FILE_CALLS:
+        # anon_inode: the event loop's wakeup (uvloop's eventfd, written when the writer thread's
+        # result is handed back), not storage.
+        if tid in role and call in FILE_CALLS and not _what(args).startswith("anon_inode:"):
             seen[(tid, call)].append((role[tid], _what(args)))
             if call in ("fsync", "fdatasync") and _what(args) == "log.db-wal" and role[tid] == "commit":
                 role[tid] = "checkpoint"  # what the writer thread does after the COMMIT's fsync

@@ -104,6 +104,9 @@ TAMPERING = {
     "tile tree updated": (lambda d: _exec(d, "UPDATE tile_trees SET data = ? WHERE id = 0",
                                           (_flip_blob(_one(d, "SELECT data FROM tile_trees WHERE id = 0")[0], 9000),)),
                           b"the stored tree of hash tile 0/0 does not match the tile"),
+    "inclusion path updated": (lambda d: _exec(d, "UPDATE tile_paths SET data = ? WHERE id = 3",
+                                               (_flip_blob(_one(d, "SELECT data FROM tile_paths WHERE id = 3")[0], 100),)),
+                               b"the stored inclusion path of leaves 48.. does not match the tile"),
     "payload updated": (lambda d: _exec(d, "UPDATE payloads SET payload = x'00' WHERE idx = 7"),
                         b"the stored payload of entry 7 does not match its commitment"),
     "payload deleted": (lambda d: _exec(d, "DELETE FROM payloads WHERE idx = 9"),
@@ -125,6 +128,17 @@ def test_fsck_finds_tampering(populated, tmp_path, name):
     assert b"tlog: fsck FAILED" in proc.stderr and b"Traceback" not in proc.stderr
 
 
+def _degraded(url: str, why: str) -> dict:
+    """Wait (at most 30 s) until /healthz answers 503 degraded; its JSON body."""
+    deadline = time.monotonic() + 30
+    while _get(url + "/healthz")[0] != 503:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.1)
+    health = json.loads(_get(url + "/healthz")[1])
+    assert health["status"] == "degraded"
+    return health
+
+
 def _set_config(data: str, **settings) -> None:
     path = os.path.join(data, "config.json")
     with open(path) as f:
@@ -143,12 +157,8 @@ async def test_running_server_stops_signing_when_the_scrub_fails(populated, tmp_
         assert status == 200 and _get(server.url + "/healthz")[0] == 200
         _exec(data, "UPDATE leaves SET leaf = ? WHERE idx = 50",
               (_flip_blob(_one(data, "SELECT leaf FROM leaves WHERE idx = 50")[0]),))
-        deadline = time.monotonic() + 30
-        while _get(server.url + "/healthz")[0] != 503:
-            assert time.monotonic() < deadline, "the scrub did not stop writes"
-            time.sleep(0.2)
-        health = json.loads(_get(server.url + "/healthz")[1])
-        assert health["status"] == "degraded" and "self-check failed: leaf 50: its hash differs" in health["writes"]
+        health = _degraded(server.url, "the scrub did not stop writes")
+        assert "self-check failed: leaf 50: its hash differs" in health["writes"]
         async with LogClient(server.url, log_key=server.vkey) as client:
             with pytest.raises(LogServerError) as err:
                 await client.append(WRITER, b"after the scrub failed")
@@ -199,4 +209,61 @@ def test_startup_refuses_a_corrupt_database(populated, tmp_path, damage):
     proc = tlog_cmd("serve", "--data", data, "--listen", "127.0.0.1:0", check=False, timeout=30)
     assert proc.returncode == 2, proc.stderr
     assert b"refusing to start" in proc.stderr or b"malformed" in proc.stderr, proc.stderr
+    assert b"Traceback" not in proc.stderr
+
+
+def _garbage_index_page(data: str) -> None:
+    """Overwrite one leaf page of the integration-time index (not read at start-up) with garbage."""
+    conn = _db(data)
+    try:
+        (pageno,) = conn.execute("SELECT pageno FROM dbstat WHERE name = 'leaves_time' AND pagetype = 'leaf' "
+                                 "ORDER BY pageno LIMIT 1").fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    finally:
+        conn.close()
+    with open(os.path.join(data, "log.db"), "r+b") as f:
+        f.seek((pageno - 1) * page_size)
+        f.write(os.urandom(page_size))
+
+
+def test_a_large_database_is_checked_in_the_background_and_a_failure_stops_writes(populated, tmp_path):
+    """Above startup_check_max_bytes the server starts without PRAGMA quick_check, runs it right after,
+    and a damaged page stops writes (503, /healthz degraded) while reads go on; below it (the default
+    for this small log), start-up refuses the same file."""
+    data = _copy(populated, tmp_path)
+    _garbage_index_page(data)
+    refused = tlog_cmd("serve", "--data", data, "--listen", "127.0.0.1:0", check=False, timeout=30)
+    assert refused.returncode == 2 and b"PRAGMA quick_check failed" in refused.stderr, refused.stderr
+    _set_config(data, startup_check_max_bytes=0, scrub_interval_seconds=0)
+    server = start_server(data)
+    try:
+        health = _degraded(server.url, "the background check did not stop writes")
+        assert "self-check failed: PRAGMA quick_check failed" in health["writes"]
+        assert _get(server.url + "/checkpoint")[0] == 200 and _get(server.url + "/tile/0/000")[0] == 200
+        events = [line.get("event") for line in server.logs()]
+        assert "startup_check_deferred" in events and "startup_check_failed" in events
+    finally:
+        server.stop()
+
+
+def test_a_large_intact_database_passes_the_background_check(populated, tmp_path):
+    data = _copy(populated, tmp_path)
+    _set_config(data, startup_check_max_bytes=0, scrub_interval_seconds=0)
+    server = start_server(data)
+    try:
+        deadline = time.monotonic() + 30
+        while "startup_check_ok" not in [line.get("event") for line in server.logs()]:
+            assert time.monotonic() < deadline, "the background check did not finish"
+            time.sleep(0.1)
+        assert _get(server.url + "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "1"])
+def test_startup_check_max_bytes_must_be_a_byte_count(populated, tmp_path, value):
+    data = _copy(populated, tmp_path)
+    _set_config(data, startup_check_max_bytes=value)
+    proc = tlog_cmd("serve", "--data", data, "--listen", "127.0.0.1:0", check=False, timeout=30)
+    assert proc.returncode == 2 and b"startup_check_max_bytes must be an integer >= 0" in proc.stderr, proc.stderr
     assert b"Traceback" not in proc.stderr

@@ -205,7 +205,7 @@ async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(lo
 
     from tests.oracle import Oracle
     from tlog.hashing import leaf_hash
-    from tlog.server.treereader import INTERIOR_HASHES, tile_interior
+    from tlog.server.treereader import INTERIOR_HASHES, tile_interior, tile_paths
 
     seq, storage, clock, writer, _ = log
     n = 0
@@ -217,14 +217,21 @@ async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(lo
     trees = {(i >> 48, i & (2**48 - 1)): bytes(d) for i, d in conn.execute("SELECT id, data FROM tile_trees")}
     tiles = {(lvl, idx): bytes(d) for lvl, idx, d in conn.execute("SELECT level, idx, data FROM tiles")}
     conn.close()
+    conn = sqlite3.connect(storage.path)
+    paths = dict(conn.execute("SELECT id, data FROM tile_paths"))
+    conn.close()
     assert sorted(trees) == [(0, 0), (0, 1)]  # the full level-0 tiles of a tree of 701+ leaves
     for key, tree in trees.items():
         assert len(tree) == (256 + INTERIOR_HASHES) * 32 and tree == tiles[key] + tile_interior(tiles[key])
+        assert [paths[key[1] * 16 + g] for g in range(16)] == tile_paths(tree)
+    assert sorted(paths) == list(range(32))  # 16 inclusion paths per full level-0 tile
     oracle = Oracle([leaf_hash(raw) for raw in await storage.read_leaves(0, size)])
     stored, recomputed = TreeReader(storage.read_tile_trees), TreeReader(storage.read_tiles)
+    by_path = TreeReader(storage.read_tiles, read_path=storage.read_tile_path, cache_tiles=1)
     for index in (0, 1, 255, 256, 300, 511, 512, size - 1):
         proof = await stored.inclusion_proof(index, size)
         assert proof == await recomputed.inclusion_proof(index, size) == oracle.path(index, size)
+        assert proof == await by_path.inclusion_proof(index, size)
     for first in (1, 7, 256, 300, 512):
         proof = await stored.consistency_proof(first, size)
         assert proof == await recomputed.consistency_proof(first, size) == oracle.proof(first, size)
@@ -235,6 +242,12 @@ async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(lo
     conn.commit()
     conn.close()
     assert await TreeReader(storage.read_tile_trees).inclusion_proof(3, size) != oracle.path(3, size)
+    conn = sqlite3.connect(storage.path)
+    conn.execute("UPDATE tile_paths SET data = ? WHERE id = 17", (bytes(1088),))  # leaves 272 .. 287
+    conn.commit()
+    conn.close()
+    assert await by_path.inclusion_proof(280, size) != oracle.path(280, size)
+    assert await by_path.inclusion_proof(300, size) == oracle.path(300, size)
 
 
 def test_lhash_key_parts_bound_the_pages_a_batch_touches_and_lookups_probe_every_part():

@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:8080")
     p.add_argument("--workers", type=int, default=0,
                    help="HTTP worker processes (use the cores: e.g. the number of cores); 0 = one process")
-    p.set_defaults(run=cmd_serve)
+    p.set_defaults(run=cmd_serve, event_loop="server")
 
     p = sub.add_parser("keygen", help="generate a provisioning key (FILE 0600 and FILE.pub)")
     p.add_argument("--out", required=True)
@@ -648,7 +648,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.run(args)
         if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
+            if getattr(args, "event_loop", None) == "server":  # uvloop: tlog/server/eventloop.py
+                from .server.eventloop import run as run_server
+
+                result = run_server(result)
+            else:
+                result = asyncio.run(result)
         return int(result or 0)
     except VerifyFailed as exc:
         print(f"tlog: {exc}", file=sys.stderr)

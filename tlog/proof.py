@@ -24,6 +24,8 @@ from .tree import MAX_TREE_SIZE, perfect_subtrees
 __all__ = [
     "Plan",
     "inclusion_plan",
+    "inclusion_path",
+    "range_plan",
     "consistency_plan",
     "root_plan",
     "verify_inclusion",
@@ -198,6 +200,39 @@ def inclusion_plan(index: int, size: int) -> Plan:
             lo += k
     ranges.reverse()
     return _plan(ranges)
+
+
+def range_plan(lo: int, hi: int) -> Plan:
+    """The plan of MTH(D[lo:hi]) (RFC 6962 §2.1) for a range that starts at a multiple of a power of
+    two at least ``hi - lo``, as every range in a proof does (e.g. the border of ``inclusion_path``)."""
+    return _plan([(lo, hi)])
+
+
+def inclusion_path(index: int, size: int) -> tuple[list[NodeId | None], int]:
+    """RFC 9162 §2.1.3.1 PATH(index, D[size]) bottom-up, the shape ``inclusion_plan`` gives, without
+    the plan: the node id of each proof element, except that the one element which may not be a
+    perfect subtree — MTH(D[lo:size]) for the right border where the leaf's path meets it — is
+    ``None`` in the list and its ``lo`` is returned (``-1`` when there is none).
+
+    At level ``l`` the leaf's ancestor is node ``k = index >> l`` and its sibling ``k ^ 1``: a left
+    sibling is always a perfect subtree; a right one is perfect if it ends within the tree, absent
+    (the ancestor is promoted) if it starts beyond it, and otherwise it is the border range.  That
+    MTH depends only on ``lo`` and ``size``, so a reader can keep it across proofs.
+    """
+    index, size = _check_index(index, size)
+    ids: list[NodeId | None] = []
+    border = -1
+    last, level, k = size - 1, 0, index
+    while last >> level:
+        s = k ^ 1
+        if s < k or (s + 1) << level <= size:
+            ids.append((level, s))
+        elif s << level < size:
+            ids.append(None)
+            border = s << level
+        k >>= 1
+        level += 1
+    return ids, border
 
 
 def consistency_plan(m: int, n: int) -> Plan:

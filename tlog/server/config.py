@@ -45,6 +45,11 @@ class LogConfig:
     # Self-check (tlog/server/scrub.py): every ``scrub_interval_seconds`` the server re-hashes its stored
     # leaves and tiles against its signed checkpoints and stops writing on a mismatch.  0 disables it.
     scrub_interval_seconds: float = 3600.0
+    # Start-up (tlog/server/scrub.py): ``PRAGMA quick_check`` reads the whole database.  Up to this many
+    # bytes (database + write-ahead log) it runs before the server starts, which then refuses a damaged
+    # file; above it, it runs in the background right after start and a failure stops writes (reads go
+    # on), as a failed scrub does — a 4.8 GB log whose pages left the OS cache took minutes to check.
+    startup_check_max_bytes: int = 1 << 30
     # Witnesses (tlog/server/witnessing.py, spec/witness.md §3): every new checkpoint is submitted to each
     # (C2SP tlog-witness), [{"name": ..., "vkey": <cosignature/v1 vkey>, "url": <submission prefix>}, ...];
     # a checkpoint cosigned by ``witness_quorum`` of them is served at /v1/checkpoint/cosigned.
@@ -77,6 +82,9 @@ class LogConfig:
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
                 raise ConfigError(f"{path}: {name} must be a number >= 0, not {value!r}")
+        value = config.startup_check_max_bytes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{path}: startup_check_max_bytes must be an integer >= 0, not {value!r}")
         if config.retention_interval_seconds <= 0:
             raise ConfigError(f"{path}: retention_interval_seconds must be > 0")
         from .witnessing import WitnessingPolicy  # deferred: witnessing imports this module

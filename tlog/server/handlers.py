@@ -22,7 +22,7 @@ from ..tiles import parse_tile_path
 from . import privacy, search
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .sequencer import BacklogFullError, WritesStoppedError
-from .state import LogState, NotFoundError, RateLimitedError, TooLargeError
+from .state import LogState, NotFoundError, RateLimitedError, Receipt, TooLargeError
 from .storage import StorageFullError
 from .tokens import TokenError, TokenScopeError
 from .witnessing import served_checkpoint
@@ -164,18 +164,23 @@ def _state(request: web.Request) -> LogState:
 
 # -- write endpoints -------------------------------------------------------------------------------
 
+def _receipt_response(receipt: Receipt) -> web.Response:
+    return web.Response(body=receipt.to_json_bytes(), status=200 if receipt.duplicate else 201,
+                        content_type="application/json", charset="utf-8")
+
+
 async def post_entry(request: web.Request) -> web.Response:
     obj = await _json_body(request, {"entry", "signature", "salt", "payload"})
     receipt = await _state(request).append_event(
         _b64_field(obj, "entry"), _b64_field(obj, "signature"), _b64_field(obj, "salt"),
         _b64_field(obj, "payload"))
-    return web.json_response(receipt.to_json(), status=200 if receipt.duplicate else 201)
+    return _receipt_response(receipt)
 
 
 async def post_operator_entry(request: web.Request) -> web.Response:
     obj = await _json_body(request, {"entry", "signature"})
     receipt = await _state(request).append_operator(_b64_field(obj, "entry"), _b64_field(obj, "signature"))
-    return web.json_response(receipt.to_json(), status=200 if receipt.duplicate else 201)
+    return _receipt_response(receipt)
 
 
 # -- tlog-tiles read endpoints ---------------------------------------------------------------------
@@ -200,8 +205,12 @@ async def get_tile(request: web.Request) -> web.Response:
 
 # -- JSON read endpoints ---------------------------------------------------------------------------
 
-def _b64s(hashes: list[bytes]) -> list[str]:
-    return [base64.b64encode(h).decode() for h in hashes]
+def _proof_response(head: bytes, proof: list[bytes]) -> web.Response:
+    """``{<head>,"proof":[…]}`` written directly: base64 needs no JSON escaping, and ``json.dumps``
+    was a tenth of a proof request's time."""
+    items = b'","'.join(base64.b64encode(h) for h in proof)
+    body = b'{%s,"proof":[%s]}' % (head, b'"' + items + b'"' if proof else b"")
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def get_inclusion(request: web.Request) -> web.Response:
@@ -214,13 +223,13 @@ async def get_inclusion(request: web.Request) -> web.Response:
     else:
         index = _int_param(request, "index")
     proof = await state.inclusion_proof(index, size)
-    return web.json_response({"index": index, "tree_size": size, "proof": _b64s(proof)})
+    return _proof_response(b'"index":%d,"tree_size":%d' % (index, size), proof)
 
 
 async def get_consistency(request: web.Request) -> web.Response:
     first, second = _int_param(request, "first"), _int_param(request, "second")
     proof = await _state(request).consistency_proof(first, second)
-    return web.json_response({"first": first, "second": second, "proof": _b64s(proof)})
+    return _proof_response(b'"first":%d,"second":%d' % (first, second), proof)
 
 
 async def get_entry(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import math
 import re
 import secrets
 import sys
@@ -81,10 +82,13 @@ class _AccessLines:
         if _json_handler() is None:  # logging configured by someone else: an ordinary record
             log_event(_access, "request", **fields)
             return
-        out = {"ts": _iso_now(), "level": "info", "logger": _access.name, "event": "request",
-               "request_id": request_id}
-        out.update(fields)
-        self._lines.append(json.dumps(out, default=str, separators=(",", ":")))
+        # The object json.dumps(…, separators=(",", ":")) would write, keys in the same order, with
+        # only the strings encoded by json (a third of the cost of dumping the dict).
+        parts = [f'{{"ts":"{_iso_now()}","level":"info","logger":"{_access.name}","event":"request",'
+                 f'"request_id":{_json_str(request_id)}']
+        for name, value in fields.items():
+            parts.append(f'"{name}":{_json_value(value)}')
+        self._lines.append(",".join(parts) + "}")
         if len(self._lines) == 1:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -106,8 +110,30 @@ class _AccessLines:
             handler.release()
 
 
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, str):
+        return _json_str(value)
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and math.isfinite(value):
+        return repr(value)  # what json.dumps writes for a finite float
+    return json.dumps(value, default=str)
+
+
+_SECOND: list = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"], formatted once a second
+
+
 def _iso_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now as ``2026-11-26T12:00:00.123Z`` (what ``datetime.isoformat`` gives, at a tenth of the
+    cost: one per request line)."""
+    ms = time.time_ns() // 1_000_000
+    sec, frac = divmod(ms, 1000)
+    if _SECOND[0] != sec:
+        _SECOND[0], _SECOND[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_SECOND[1]}.{frac:03d}Z"
 
 
 def _json_handler() -> logging.StreamHandler | None:

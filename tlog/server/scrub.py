@@ -1,7 +1,10 @@
 """The server checks itself: start-up checks, a periodic scrub of the database, and ``tlog fsck``.
 
 * **Start-up** (:func:`preflight`, before the log opens) refuses to run when a private key file (``log.key``,
-  ``operator.key``) is accessible by group or others, when ``PRAGMA quick_check`` fails,
+  ``operator.key``) is accessible by group or others, when ``PRAGMA quick_check`` fails (on a database
+  larger than ``startup_check_max_bytes``, 1 GiB by default, that check runs in the background right after
+  start instead, and a failure stops writes as a failed scrub does: it reads every page, minutes for a
+  multi-gigabyte file that is not in the OS cache),
   or when the database is *behind* the last checkpoint this server published (a restored backup, a
   truncated file): ``DIR/published-checkpoint`` holds that checkpoint outside the database, written
   atomically after each committed batch by :class:`PublishedCheckpoint` (the sequencer's ``on_batch``
@@ -48,11 +51,11 @@ from ..hashing import EMPTY_ROOT, HASH_SIZE, leaf_hash
 from ..note import Verifier
 from ..proof import root_plan
 from ..tiles import TILE_WIDTH, Tile, TileHashReader
-from .treereader import tile_interior
-from .config import ConfigError, check_private_file
+from .treereader import PATH_GROUP, tile_interior, tile_paths
+from .config import ConfigError, LogConfig, check_private_file
 from .handlers import STATE
 from .logs import log_event
-from .sqlite import ident_key, lhash_key, tile_tree_id
+from .sqlite import ident_key, lhash_key, tile_path_id, tile_tree_id
 from .storage import Head, NewLeaf
 
 __all__ = ["ScrubReport", "scrub_database", "preflight", "preflight_problems", "fsck", "PublishedCheckpoint",
@@ -294,9 +297,23 @@ class _Scrub:
             row = self.one("SELECT data FROM tile_trees WHERE id = ?", (tile_tree_id(tile),))
         except sqlite3.OperationalError:  # a database from before tile trees were kept: nothing to check
             return
-        if row is not None and bytes(row[0]) != computed + tile_interior(computed):
+        tree = computed + tile_interior(computed)
+        if row is not None and bytes(row[0]) != tree:
             self.report.problem(f"the stored tree of hash tile {tile.level}/{tile.index} does not match "
                                 "the tile: proofs read from it would be wrong")
+        if tile.level != 0:
+            return
+        try:
+            first = tile_path_id(tile.index, 0)
+            rows = self.conn.execute("SELECT id, data FROM tile_paths WHERE id >= ? AND id < ?",
+                                     (first, first + TILE_WIDTH // PATH_GROUP)).fetchall()
+        except sqlite3.OperationalError:  # a database from before inclusion paths were kept
+            return
+        paths = tile_paths(tree) if rows else []
+        for rowid, data in rows:
+            if bytes(data) != paths[rowid - first]:
+                self.report.problem(f"the stored inclusion path of leaves {tile.index * 256 + (rowid - first) * 16}.. "
+                                    "does not match the tile: inclusion proofs read from it would be wrong")
 
     def _resolve_missing_payloads(self) -> None:
         """A missing payload is fine only when an erasure entry covers it (erasure deletes the row in the
@@ -367,13 +384,26 @@ def _stored_root(conn: sqlite3.Connection, db_size: int, size: int) -> bytes:
     return plan.rehash(TileHashReader(db_size, read).read_hashes(plan.ids))[0]
 
 
-def preflight_problems(data_dir: str, verifier: Verifier) -> list[str]:
-    """The start-up checks (see the module docstring); an empty list when the server may start."""
+def database_bytes(data_dir: str) -> int:
+    """The bytes ``PRAGMA quick_check`` reads: the database file and its write-ahead log."""
+    path = os.path.join(data_dir, "log.db")
+    return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+
+
+def quick_check_problems(conn: sqlite3.Connection) -> list[str]:
+    """SQLite's own check of every page (``PRAGMA quick_check``): [] or one problem."""
+    bad = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall() if str(r[0]).lower() != "ok"]
+    return [f"PRAGMA quick_check failed: {'; '.join(bad[:5])}"] if bad else []
+
+
+def preflight_problems(data_dir: str, verifier: Verifier, quick_check: bool = True) -> list[str]:
+    """The start-up checks (see the module docstring); an empty list when the server may start.
+    ``quick_check=False`` leaves SQLite's page check to the caller (``Scrubber.deferred_quick_check``)."""
     conn = _connect(os.path.join(data_dir, "log.db"))
     try:
-        bad = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall() if str(r[0]).lower() != "ok"]
+        bad = quick_check_problems(conn) if quick_check else []
         if bad:
-            return [f"PRAGMA quick_check failed: {'; '.join(bad[:5])}"]
+            return bad
         head = conn.execute("SELECT size FROM head WHERE id = 1").fetchone()
         published = read_published(data_dir, verifier)
         if head is None or published is None:
@@ -394,15 +424,20 @@ def preflight_problems(data_dir: str, verifier: Verifier) -> list[str]:
         conn.close()
 
 
-def preflight(data_dir: str) -> None:
+def preflight(data_dir: str, quick_check_max_bytes: int | None = None) -> bool:
     """Raise StartupRefused when a start-up check fails (ConfigError for a private key file that group or
-    others may access: the operator key too, even when this server does not sign with it)."""
+    others may access: the operator key too, even when this server does not sign with it).
+
+    ``PRAGMA quick_check`` runs here when the database is at most ``quick_check_max_bytes`` (always when
+    None); returns False when it was left for the background (``Scrubber.deferred_quick_check``)."""
     for name in ("log.key", "operator.key"):
         if os.path.exists(os.path.join(data_dir, name)):
             check_private_file(os.path.join(data_dir, name))
-    problems = preflight_problems(data_dir, _verifier(data_dir))
+    now = quick_check_max_bytes is None or database_bytes(data_dir) <= quick_check_max_bytes
+    problems = preflight_problems(data_dir, _verifier(data_dir), quick_check=now)
     if problems:
         raise StartupRefused(f"refusing to start on {data_dir}: {problems[0]}")
+    return now
 
 
 async def fsck(data_dir: str) -> ScrubReport:
@@ -499,19 +534,56 @@ class Scrubber:
                       action="writes stopped; reads continue")
         return report
 
+    async def deferred_quick_check(self) -> list[str]:
+        """``PRAGMA quick_check`` of a database too large to check before start (config
+        ``startup_check_max_bytes``), in a thread: a failure stops writes as a failed scrub does."""
+        path = os.path.join(self.state.data_dir, "log.db")
+        started = time.perf_counter()
+
+        def check() -> list[str] | None:
+            conn = _connect(path)
+            # Server shutdown interrupts the check (it may take minutes) instead of waiting for it.
+            conn.set_progress_handler(lambda: 1 if self._stop.is_set() else 0, 10_000)
+            try:
+                return quick_check_problems(conn)
+            except sqlite3.OperationalError:
+                if self._stop.is_set():
+                    return None
+                raise
+            finally:
+                conn.close()
+
+        problems = await asyncio.to_thread(check)
+        if problems is None:
+            return []
+        if problems:
+            self.runs.labels("failed").inc()
+            self.state.sequencer.stopped = ScrubFailedError(f"self-check failed: {problems[0]}")
+            log_event(log, "startup_check_failed", logging.CRITICAL, problems=problems,
+                      action="writes stopped; reads continue")
+        else:
+            log_event(log, "startup_check_ok", seconds=round(time.perf_counter() - started, 3))
+        return problems
+
     def stop(self) -> None:
         self._stop.set()
+
+
+SCRUBBER: web.AppKey[Scrubber] = web.AppKey("scrubber", Scrubber)
+_DEFERRED_CHECK: web.AppKey[bool] = web.AppKey("deferred_quick_check", bool)
 
 
 def preflight_ctx(data_dir: str) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context, before the log opens: the start-up checks."""
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        await asyncio.to_thread(preflight, data_dir)
+        limit = LogConfig.load(data_dir).startup_check_max_bytes
+        checked = await asyncio.to_thread(preflight, data_dir, limit)
+        app[_DEFERRED_CHECK] = not checked
+        if not checked:
+            log_event(log, "startup_check_deferred", database_bytes=database_bytes(data_dir),
+                      startup_check_max_bytes=limit, action="PRAGMA quick_check runs in the background")
         yield
     return ctx
-
-
-SCRUBBER: web.AppKey[Scrubber] = web.AppKey("scrubber", Scrubber)
 
 
 async def scrub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -524,12 +596,15 @@ async def scrub_ctx(app: web.Application) -> AsyncIterator[None]:
         published.publish(state.head.note)
     state.sequencer.on_batch.append(published.on_batch)
     scrubber = app[SCRUBBER] = Scrubber(state, state.config.scrub_interval_seconds, verifier)
-    task = None
+    loop = asyncio.get_running_loop()
+    tasks = []
+    if app.get(_DEFERRED_CHECK):
+        tasks.append(loop.create_task(scrubber.deferred_quick_check(), name="tlog-startup-check"))
     if scrubber.interval > 0:
-        task = asyncio.get_running_loop().create_task(scrubber.run(), name="tlog-scrub")
+        tasks.append(loop.create_task(scrubber.run(), name="tlog-scrub"))
     yield
     scrubber.stop()
-    if task is not None:
+    for task in tasks:
         task.cancel()
         try:
             await task

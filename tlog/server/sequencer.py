@@ -37,7 +37,7 @@ from ..entry import EventEntry, Leaf, decode_body
 from ..errors import InvariantError, TlogError
 from ..hashing import HASH_SIZE
 from ..note import Signer
-from ..proof import consistency_plan, inclusion_plan, verify_consistency
+from ..proof import consistency_plan, inclusion_path, range_plan, verify_consistency
 from ..registry import Registry
 from ..tiles import TILE_WIDTH, tiles_for_size, update_tiles
 from ..tree import CompactRange, perfect_subtrees
@@ -291,13 +291,14 @@ class Sequencer:
         nodes = new_range.extend([x.leaf_hash for x in leaves])
         update = update_tiles(head.size, self.partial, nodes)
         new_root = new_range.root()
-        self._check_consistency(head, self.range, nodes, new_range.size, new_root)
+        known = self._known_nodes(self.range, nodes)
+        self._check_consistency(head, known, new_range.size, new_root)
         new_head = self._sign(new_range.size, new_root, head)
         interiors = {t: tile_interior(d) for t, d in update.tiles.items() if len(d) == TILE_WIDTH * HASH_SIZE}
         await self.storage.commit_batch(Batch(leaves, update.tiles, new_head, tile_interiors=interiors),
                                         expected_size=head.size)
         # Committed: now, and only now, memory moves forward and writers are answered.
-        proofs = self._receipt_proofs(self.range, nodes, [leaf.index for _, leaf in accepted], new_head.size)
+        proofs = self._receipt_proofs(known, [leaf.index for _, leaf in accepted], new_head.size)
         self.range, self.partial, self.head = new_range, update.partial, new_head
         if registry is not None:
             registry.advance(new_head.size)
@@ -310,19 +311,31 @@ class Sequencer:
             hook(leaves, new_head)
 
     @staticmethod
-    def _receipt_proofs(old: CompactRange, nodes: list[tuple[int, int, bytes]], indices: list[int],
+    def _known_nodes(old: CompactRange, nodes: list[tuple[int, int, bytes]]) -> dict[tuple[int, int], bytes]:
+        """The perfect subtrees a batch's proofs can need, by node id: those the batch completed
+        (``nodes``) and the old compact range's."""
+        known = {(level, index): h for level, index, h in nodes}
+        known.update(zip(perfect_subtrees(old.size), old.hashes))
+        return known
+
+    @staticmethod
+    def _receipt_proofs(known: dict[tuple[int, int], bytes], indices: list[int],
                         size: int) -> list[tuple[bytes, ...]]:
         """Inclusion proofs (RFC 9162 §2.1.3.1) of the batch's entries in the new tree, from memory.
 
         Every node such a proof needs is a perfect subtree that either holds a leaf of the batch (so
-        the batch completed it: it is in ``nodes``) or lies wholly left of the batch, and then, being a
-        left sibling whose parent reaches into the batch, is one of the old compact range's subtrees."""
-        known = {(level, index): h for level, index, h in nodes}
-        known.update(zip(perfect_subtrees(old.size), old.hashes))
+        the batch completed it: it is in ``known``) or lies wholly left of the batch, and then, being a
+        left sibling whose parent reaches into the batch, is one of the old compact range's subtrees.
+        The right-border element (``inclusion_path``) lies inside the batch and is shared by every
+        entry whose path meets the border at the same level: it is folded once per batch."""
+        borders: dict[int, bytes] = {}
         out = []
         for i in indices:
-            plan = inclusion_plan(i, size)
-            out.append(tuple(plan.rehash([known[node] for node in plan.ids])))
+            ids, lo = inclusion_path(i, size)
+            if lo >= 0 and lo not in borders:
+                plan = range_plan(lo, size)
+                [borders[lo]] = plan.rehash([known[node] for node in plan.ids])
+            out.append(tuple(borders[lo] if node is None else known[node] for node in ids))
         return out
 
     async def _dedupe(self, batch: list[Pending], head: Head) -> list[Pending]:
@@ -375,8 +388,7 @@ class Sequencer:
         return registry
 
     @staticmethod
-    def _check_consistency(head: Head, old: CompactRange, nodes: list[tuple[int, int, bytes]],
-                           size: int, root: bytes) -> None:
+    def _check_consistency(head: Head, known: dict[tuple[int, int], bytes], size: int, root: bytes) -> None:
         """RFC 9162 §2.1.4.2: the new root must extend the last signed one, checked before signing.
 
         The proof is built by the RFC 9162 §2.1.4.1 algorithm from the nodes the batch completed and
@@ -384,8 +396,6 @@ class Sequencer:
         against the old checkpoint's root: an independent check of the compact range's new root."""
         if head.size == 0:
             return
-        known = {(level, index): h for level, index, h in nodes}
-        known.update(zip(perfect_subtrees(old.size), old.hashes))
         plan = consistency_plan(head.size, size)
         try:
             proof = plan.rehash([known[node] for node in plan.ids])

@@ -6,6 +6,8 @@ Everything the handlers do that is not HTTP lives here, so handlers stay thin.
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import logging
 import os
 import time
@@ -58,9 +60,27 @@ class Receipt:
                 "proof": [_b64(h) for h in self.proof], "duplicate": self.duplicate,
                 "receipt": self.tlog_proof().decode()}
 
+    def to_json_bytes(self) -> bytes:
+        """``to_json()`` as compact JSON, written directly (a receipt goes out with every append, and
+        ``json.dumps`` of the dict was most of its cost); the checkpoint's JSON string is made once
+        per checkpoint."""
+        proof = '","'.join(_b64(h) for h in self.proof)
+        return (f'{{"index":{self.index},"leaf":"{_b64(self.leaf)}","checkpoint":{_json_note(self.checkpoint)},'
+                f'"proof":[{chr(34) + proof + chr(34) if self.proof else ""}],'
+                f'"duplicate":{"true" if self.duplicate else "false"},'
+                f'"receipt":{_json_str(self.tlog_proof().decode())}}}').encode()
+
 
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
+
+
+_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # what json.dumps uses
+
+
+@functools.lru_cache(maxsize=16)
+def _json_note(note: bytes) -> str:
+    return _json_str(note.decode())
 
 
 class LogState:
@@ -76,7 +96,8 @@ class LogState:
         # The sequencer, or in an HTTP worker process (tlog/server/workers.py) its remote stand-in.
         self.sequencer = sequencer or Sequencer(storage, signer, config.origin, clock_ms=clock_ms,
                                                 max_batch=config.max_batch, max_pending=config.max_pending)
-        self.reader = TreeReader(storage.read_tile_trees, overlay=self.sequencer.current_tiles)
+        self.reader = TreeReader(storage.read_tile_trees, overlay=self.sequencer.current_tiles,
+                                 read_path=storage.read_tile_path)
         # Operating the log (spec/privacy.md): reader tokens (opened by ``open``), metrics, WAL purges.
         self.tokens: TokenStore | None = None
         self.purger = Purger(storage)

@@ -16,7 +16,8 @@ Contract (every backend, tested by tests/test_storage_contract.py):
    tree says it should be there).  ``read_tile_trees`` may append a full tile's stored interior (its
    little tree's levels 1-7, ``Batch.tile_interiors``, stored with the batch that filled the tile);
    readers recompute it when it is absent, so a database written before interiors were kept still
-   serves every proof.
+   serves every proof.  Likewise ``read_tile_path``: the 16 inclusion paths of a full level-0 tile,
+   stored with the batch that filled it, or None (readers then read the tile).
 4. Errors of the medium (disk full, I/O error, a failed fsync) raise :class:`StorageFullError` or
    :class:`StorageFailedError`.  After a failed commit the backend must not be trusted to have or
    not have written anything until it is reopened: the caller stops writing (a failed fsync is never
@@ -130,6 +131,12 @@ class Storage(abc.ABC):
         """For proofs: like :meth:`read_tiles`, but a full tile whose interior was stored comes with it
         appended (``32 * (256 + 254)`` bytes).  A backend that keeps no interiors answers ``read_tiles``."""
         return await self.read_tiles(tiles)
+
+    def read_tile_path(self, tile_index: int, group: int) -> bytes | None:
+        """For inclusion proofs, synchronously: the stored path of leaves ``16 * group`` to
+        ``16 * group + 15`` of full level-0 tile ``tile_index`` (treereader.tile_paths, written with
+        the batch that filled the tile), or None when it is not stored (readers then use the tile)."""
+        return None
 
     @abc.abstractmethod
     async def read_leaves(self, start: int, end: int) -> list[bytes]:

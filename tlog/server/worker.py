@@ -14,6 +14,7 @@ import sys
 
 from aiohttp import web
 
+from . import eventloop
 from .app import make_app, parse_listen
 from .logs import setup_logging
 from .workers import _bind
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--socket", required=True)
     args = ap.parse_args()
     try:
-        asyncio.run(run(args.data, args.listen, args.socket))
+        eventloop.run(run(args.data, args.listen, args.socket))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # one line, never a traceback; the supervisor sees the exit status
