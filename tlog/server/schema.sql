@@ -64,7 +64,6 @@ CREATE TABLE IF NOT EXISTS tile_trees (
     data BLOB NOT NULL
 );
 
--- Every checkpoint the log ever signed and published, by tree size.
 -- The inclusion paths of each full level-0 tile (tlog/server/treereader.tile_paths): row
 -- tile_index * 16 + g holds the 34 node hashes a proof of any of the leaves 16g .. 16g+15 of the tile
 -- needs below the tile's root (1,088 bytes: one page read per proof instead of the 16 KB tile tree).
@@ -73,6 +72,7 @@ CREATE TABLE IF NOT EXISTS tile_paths (
     data BLOB NOT NULL
 );
 
+-- Every checkpoint the log ever signed and published, by tree size.
 CREATE TABLE IF NOT EXISTS checkpoints (
     size         INTEGER PRIMARY KEY,
     timestamp_ms INTEGER NOT NULL,

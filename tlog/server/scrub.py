@@ -51,12 +51,12 @@ from ..hashing import EMPTY_ROOT, HASH_SIZE, leaf_hash
 from ..note import Verifier
 from ..proof import root_plan
 from ..tiles import TILE_WIDTH, Tile, TileHashReader
-from .treereader import PATH_GROUP, tile_interior, tile_paths
 from .config import ConfigError, LogConfig, check_private_file
 from .handlers import STATE
 from .logs import log_event
 from .sqlite import ident_key, lhash_key, tile_path_id, tile_tree_id
 from .storage import Head, NewLeaf
+from .treereader import PATH_GROUP, tile_interior, tile_paths
 
 __all__ = ["ScrubReport", "scrub_database", "preflight", "preflight_problems", "fsck", "PublishedCheckpoint",
            "Scrubber", "ScrubFailedError", "StartupRefused", "preflight_ctx", "scrub_ctx",
@@ -312,8 +312,9 @@ class _Scrub:
         paths = tile_paths(tree) if rows else []
         for rowid, data in rows:
             if bytes(data) != paths[rowid - first]:
-                self.report.problem(f"the stored inclusion path of leaves {tile.index * 256 + (rowid - first) * 16}.. "
-                                    "does not match the tile: inclusion proofs read from it would be wrong")
+                start = tile.index * TILE_WIDTH + (rowid - first) * PATH_GROUP
+                self.report.problem(f"the stored inclusion path of leaves {start}.. does not match the tile: "
+                                    "inclusion proofs read from it would be wrong")
 
     def _resolve_missing_payloads(self) -> None:
         """A missing payload is fine only when an erasure entry covers it (erasure deletes the row in the

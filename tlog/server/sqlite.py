@@ -34,7 +34,7 @@ import aiosqlite
 from ..tiles import TILE_WIDTH, Tile
 from .storage import (Batch, Head, HeadMovedError, MissingDataError, Storage, StorageError,
                       StorageFailedError, StorageFullError)
-from .treereader import PATH_GROUP, tile_paths
+from .treereader import PATH_GROUP, TREE_BYTES, tile_paths
 
 __all__ = ["SQLiteStorage", "open_storage", "create_storage", "ident_key", "lhash_key", "lhash_keys"]
 
@@ -61,10 +61,6 @@ def tile_tree_id(t: Tile) -> int:
 def tile_path_id(tile_index: int, group: int) -> int:
     """The rowid of a stored inclusion path (``tile_paths``): 16 per full level-0 tile, in order."""
     return tile_index * (TILE_WIDTH // PATH_GROUP) + group
-
-
-#: A ``tile_trees`` row: a full tile's 256 hashes and its 254 interior hashes.
-_TREE_BYTES = (TILE_WIDTH + sum(TILE_WIDTH >> h for h in range(1, 8))) * 32
 
 
 def _prefix_int(digest: bytes) -> int:
@@ -208,10 +204,6 @@ class SQLiteStorage(Storage):
         if mode != "wal" or sync != "2":
             raise StorageFailedError(f"database not durable: journal_mode={mode} synchronous={sync}")
 
-    async def integrity_check(self) -> list[str]:
-        rows = await self._all("PRAGMA quick_check")
-        return [str(r[0]) for r in rows if str(r[0]).lower() != "ok"]
-
     # -- writes ------------------------------------------------------------------------------------
 
     async def commit_batch(self, batch: Batch, expected_size: int) -> None:
@@ -352,7 +344,7 @@ class SQLiteStorage(Storage):
         if row is None:
             return None
         data = bytes(row[0])
-        if len(data) != _TREE_BYTES:
+        if len(data) != TREE_BYTES:
             raise MissingDataError(f"stored tree of hash tile {t.level}/{t.index} is {len(data)} bytes")
         return data
 

@@ -21,8 +21,8 @@ from ..hashing import HASH_SIZE, node_hash
 from ..proof import consistency_plan, inclusion_path, range_plan
 from ..tiles import TILE_HEIGHT, TILE_WIDTH, Tile
 
-__all__ = ["TreeReader", "tile_levels", "tile_interior", "tile_paths", "INTERIOR_HASHES", "PATH_GROUP",
-           "PATH_BYTES"]
+__all__ = ["TreeReader", "tile_levels", "tile_interior", "tile_paths", "INTERIOR_HASHES", "TREE_BYTES",
+           "PATH_GROUP", "PATH_BYTES"]
 
 ReadTiles = Callable[[list[Tile]], Awaitable[list[bytes]]]
 ReadPath = Callable[[int, int], "bytes | None"]
@@ -41,6 +41,8 @@ def tile_levels(data: bytes) -> list[list[bytes]]:
 
 #: Hashes in the interior of a full tile: levels 1 to 7 of its little tree (128 + 64 + … + 2).
 INTERIOR_HASHES = sum(TILE_WIDTH >> h for h in range(1, TILE_HEIGHT))
+#: A full tile's stored tree: its 256 hashes, then its interior (16,320 bytes).
+TREE_BYTES = (TILE_WIDTH + INTERIOR_HASHES) * HASH_SIZE
 
 
 def tile_interior(data: bytes) -> bytes:
@@ -65,8 +67,8 @@ def tile_paths(tree: bytes) -> list[bytes]:
     interior, :func:`tile_interior`): path ``g`` holds every node of the tile an RFC 9162 §2.1.3.1
     inclusion proof of a leaf ``16g .. 16g+15`` of the tile needs — its siblings at heights 0-7 —
     so a proof reads one row of about 1 KB instead of the tile's 16 KB tree (pure slicing)."""
-    if len(tree) != (TILE_WIDTH + INTERIOR_HASHES) * HASH_SIZE:
-        raise InvariantError(f"a full tile's tree is {(TILE_WIDTH + INTERIOR_HASHES) * HASH_SIZE} bytes, not {len(tree)}")
+    if len(tree) != TREE_BYTES:
+        raise InvariantError(f"a full tile's tree is {TREE_BYTES} bytes, not {len(tree)}")
     offsets = _offsets(TILE_WIDTH)
     out = []
     for g in range(TILE_WIDTH // PATH_GROUP):
@@ -179,7 +181,7 @@ class TreeReader:
         width = key[2]
         if width < 1 or len(data) < width * HASH_SIZE:
             raise InvariantError(f"tile {key[0]}/{key[1]} is {len(data)} bytes, want {width * HASH_SIZE}")
-        if width == TILE_WIDTH and len(data) == (TILE_WIDTH + INTERIOR_HASHES) * HASH_SIZE:
+        if width == TILE_WIDTH and len(data) == TREE_BYTES:
             tree = data  # the stored interior follows the tile's hashes
         else:
             tree = b"".join(b"".join(level) for level in tile_levels(data[:width * HASH_SIZE])[:TILE_HEIGHT])
