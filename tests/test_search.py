@@ -169,15 +169,29 @@ def test_search_queries_are_index_searches(tmp_path):
     conn.executescript(sqlite_backend._schema())
     rows = [(i, b"x", i, i, bytes([i % 7]) * 32 if i % 11 else None, 1000 + i // 3) for i in range(5000)]
     conn.executemany("INSERT INTO leaves (idx, leaf, ident, lhash, key_id, integrated_ms) VALUES (?,?,?,?,?,?)", rows)
+    conn.execute("INSERT INTO head (id, size, root, timestamp_ms, note) VALUES (1, 5000, x'', 0, x'')")
+    conn.execute(sqlite_backend.SQL_INDEX_LHASH, (0, 4096))
+    conn.execute(sqlite_backend.SQL_INDEX_KEY, (0, 4096))
     conn.execute("ANALYZE")
-    for sql, params, index in [
-        (sqlite_backend.SQL_FIRST_AT, (1500,), "leaves_time"),
-        (sqlite_backend.SQL_SEARCH_ALL, (10, 4000, 0, 1 << 62, 101), "INTEGER PRIMARY KEY"),
-        (sqlite_backend.SQL_SEARCH_KEY, (bytes(32), 10, 4000, 0, 1 << 62, 101), "leaves_key"),
-        (sqlite_backend.SQL_KEY_USAGE, (bytes(32), 4000), "leaves_key"),
-        (sqlite_backend.SQL_PAYLOAD_INDICES, (4000, 256), "INTEGER PRIMARY KEY"),
+    bits = sqlite_backend.INDEX_CHUNK_BITS
+    tail = "leaves USING INTEGER PRIMARY KEY (rowid>?"  # the unindexed tail: a range of the rowid
+    for sql, params, uses in [
+        (sqlite_backend.SQL_FIRST_AT, (1500,), ["leaves_time"]),
+        (sqlite_backend.SQL_SEARCH_ALL, (10, 4000, 0, 1 << 62, 101), ["INTEGER PRIMARY KEY"]),
+        (sqlite_backend.sql_search_key(bits), (bytes(32), 10, 4000, 0, 1 << 62, 101),
+         ["k USING PRIMARY KEY (key_id=?", tail]),
+        (sqlite_backend.sql_key_usage(bits), (bytes(32), 4000), ["key_index USING PRIMARY KEY (key_id=?", tail]),
+        (sqlite_backend.sql_find_lhash(bits, 3), (1, 2, 3), ["lhash_index USING PRIMARY KEY (lhash=?", tail]),
+        (sqlite_backend.SQL_PAYLOAD_INDICES, (4000, 256), ["INTEGER PRIMARY KEY"]),
     ]:
-        plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
-        assert plan.startswith("SEARCH") and index in plan and "SCAN" not in plan, (sql, plan)
+        steps = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        plan = " | ".join(steps)
+        # No table is ever scanned: every step reads a B-tree by key (a SCAN of a subquery's rows is
+        # not a table scan, and only the key-usage count has one).
+        scans = [s for s in steps if s.startswith("SCAN") and "subquery" not in s]
+        assert not scans and all(u in plan for u in uses), (sql, plan)
+        assert any(s.startswith("SEARCH") for s in steps), plan
+    sorted_by_key = [int(i) for (i,) in conn.execute("SELECT idx FROM key_index")]
+    assert len(sorted_by_key) == sum(1 for i in range(4096) if i % 11)
     conn.close()
     assert os.path.exists(db)

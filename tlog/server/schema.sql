@@ -8,10 +8,10 @@ CREATE TABLE IF NOT EXISTS meta (
 
 -- One row per leaf, in tree order: the RFC 6962 leaf bytes (tlog.entry.Leaf encoding).
 -- ident and lhash are integer keys of the entry identity (tlog.entry.Leaf.identity, excludes the
--- signature) and of the RFC 6962 leaf hash, built so that a batch's inserts touch few index pages
+-- signature) and of the RFC 6962 leaf hash, built so that inserts touch few index pages
 -- (tlog.server.sqlite.ident_key: the writer's timestamp in the high bits; lhash_key: the index's
 -- part of 65,536 leaves in the high bits; meta index_scheme "2" — older databases: the first 8 bytes
--- of each hash).  Non-unique integer indexes are far cheaper than a UNIQUE index on a 32-byte blob;
+-- of each hash).  Non-unique integer keys are far cheaper than a UNIQUE index on a 32-byte blob;
 -- a hit is confirmed by re-reading the leaf.
 CREATE TABLE IF NOT EXISTS leaves (
     idx           INTEGER PRIMARY KEY,
@@ -21,13 +21,31 @@ CREATE TABLE IF NOT EXISTS leaves (
     key_id        BLOB,              -- provisioning key of an event entry; NULL for operator entries
     integrated_ms INTEGER NOT NULL
 );
+-- Deduplication looks up every entry's identity, so its index is written with the batch.
 CREATE INDEX IF NOT EXISTS leaves_ident ON leaves (ident);
-CREATE INDEX IF NOT EXISTS leaves_lhash ON leaves (lhash);
--- Search (GET /v1/entries?key=…&since=…, tlog/server/search.py): a key's entries in index order, and
--- the first index at or after a time (integration times never decrease along the tree).  Both are
--- also created when an older database is opened (sqlite.open_storage re-runs this idempotent file).
-CREATE INDEX IF NOT EXISTS leaves_key ON leaves (key_id, idx);
+-- The first index at or after a time (search, retention; integration times never decrease along the
+-- tree): appends land on the index's right edge.
 CREATE INDEX IF NOT EXISTS leaves_time ON leaves (integrated_ms);
+
+-- Lookup by leaf hash (GET /v1/proofs/inclusion?hash=…) and a key's entries in index order (search, key
+-- timelines), for the leaves below the *indexed size*: the head's size rounded down to a whole chunk
+-- of 4,096 leaves (tlog.server.sqlite.INDEX_CHUNK_BITS).  The batch that completes a chunk inserts
+-- the chunk's rows, sorted, in its own transaction, so each index page is written about once per
+-- chunk instead of once per batch (a batch's 30-60 entries hit as many different pages of a
+-- hash-keyed or key-keyed index: two thirds of the pages a batch wrote).  The at most 4,095 leaves
+-- above the indexed size are found by a range scan of ``leaves`` in the same statement, hence in the
+-- same snapshot of the head.  Databases from before these tables had the indexes leaves_lhash and
+-- leaves_key; opening one moves them here once (sqlite.open_storage).
+CREATE TABLE IF NOT EXISTS lhash_index (
+    lhash INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    PRIMARY KEY (lhash, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_index (
+    key_id BLOB    NOT NULL,
+    idx    INTEGER NOT NULL,
+    PRIMARY KEY (key_id, idx)
+) WITHOUT ROWID;
 
 -- Operator entries (genesis, key events, erasures) by index, so the key registry is replayed at
 -- start-up without reading every event entry.

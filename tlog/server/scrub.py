@@ -54,7 +54,7 @@ from ..tiles import TILE_WIDTH, Tile, TileHashReader
 from .config import ConfigError, LogConfig, check_private_file
 from .handlers import STATE
 from .logs import log_event
-from .sqlite import ident_key, lhash_key, tile_path_id, tile_tree_id
+from .sqlite import ident_key, indexed_size, lhash_key, tile_path_id, tile_tree_id
 from .storage import Head, NewLeaf
 from .treereader import PATH_GROUP, tile_interior, tile_paths
 
@@ -164,7 +164,29 @@ class _Scrub:
         if cp is not None and target and rebuilder.root() != cp.root:
             self.report.problem(f"the stored leaves hash to a root other than the signed root at size {target}")
         self._resolve_missing_payloads()
+        self._check_lookup_tables(indexed_size(min(target, int(head[0]))))
         return self.report
+
+    def _check_lookup_tables(self, upto: int) -> None:
+        """``lhash_index`` and ``key_index`` (schema.sql) against the leaves' columns, which ``_entry``
+        checked against the leaves: below ``upto`` each table holds exactly one row per leaf (per event
+        entry for keys), naming the leaf's own value.  Rows at or above ``upto`` may belong to chunks
+        committed since the scrub read the head."""
+        if self.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lhash_index'") is None:
+            return  # a database from before the lookup tables, read by a tool that does not migrate
+        for table, column, where in (("lhash_index", "lhash", ""), ("key_index", "key_id", " AND key_id IS NOT NULL")):
+            (rows,) = self.one(f"SELECT count(*) FROM {table} WHERE idx < ?", (upto,))
+            (matching,) = self.one(f"SELECT count(*) FROM {table} x JOIN leaves l ON l.idx = x.idx "
+                                   f"AND l.{column} = x.{column} WHERE x.idx < ?", (upto,))
+            (leaves,) = self.one(f"SELECT count(*) FROM leaves WHERE idx < ?{where}", (upto,))
+            if rows == matching == leaves:
+                continue
+            missing = self.one(f"SELECT l.idx FROM leaves l WHERE l.idx < ?{where.replace('key_id', 'l.key_id')} "
+                               f"AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = l.{column} "
+                               f"AND x.idx = l.idx) ORDER BY l.idx LIMIT 1", (upto,))
+            what = f"leaf {missing[0]} has no row" if missing else f"{rows - matching} rows name no leaf"
+            self.report.problem(f"the lookup table {table} does not match the leaves below {upto}: {what} "
+                                f"({rows} rows, {matching} matching, {leaves} leaves)")
 
     def _signed_root(self, size: int, head_note: bytes | None, head_root: bytes) -> Checkpoint | None:
         row = self.one("SELECT note FROM checkpoints WHERE size = ?", (size,))

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import logging
 import os
 import sqlite3
+import time
 from importlib import resources
 
 import aiosqlite
@@ -36,21 +38,67 @@ from .storage import (Batch, Head, HeadMovedError, MissingDataError, Storage, St
                       StorageFailedError, StorageFullError)
 from .treereader import PATH_GROUP, TREE_BYTES, tile_paths
 
+log = logging.getLogger("tlog.storage")
+
 __all__ = ["SQLiteStorage", "open_storage", "create_storage", "ident_key", "lhash_key", "lhash_keys"]
 
 SCHEMA_VERSION = b"1"
 _HASH = 32
 
-# Search, retention and key usage: each is an index search, never a scan (tests/test_search.py checks
-# the query plans).  Time bounds become index bounds through leaves_time, see tlog/server/search.py.
+# Search, retention and key usage: each is an index search (or a range of the rowid), never a scan
+# (tests/test_search.py checks the query plans).  Time bounds become index bounds through leaves_time,
+# see tlog/server/search.py.
 _RANGE = "idx >= ? AND idx < ? AND integrated_ms >= ? AND integrated_ms < ?"
 SQL_FIRST_AT = ("SELECT idx FROM leaves INDEXED BY leaves_time WHERE integrated_ms >= ? "
                 "ORDER BY integrated_ms, idx LIMIT 1")
 SQL_SEARCH_ALL = f"SELECT idx, leaf FROM leaves NOT INDEXED WHERE {_RANGE} ORDER BY idx LIMIT ?"
-SQL_SEARCH_KEY = f"SELECT idx, leaf FROM leaves INDEXED BY leaves_key WHERE key_id = ? AND {_RANGE} ORDER BY idx LIMIT ?"
-SQL_KEY_USAGE = ("SELECT count(*), min(idx), max(idx) FROM leaves INDEXED BY leaves_key "
-                 "WHERE key_id = ? AND idx < ?")
 SQL_PAYLOAD_INDICES = "SELECT idx FROM payloads WHERE idx < ? ORDER BY idx LIMIT ?"
+
+#: The lookup tables ``lhash_index`` and ``key_index`` (schema.sql) hold the leaves below the *indexed
+#: size*, the head's size rounded down to a multiple of ``2**INDEX_CHUNK_BITS``; the batch that
+#: completes a chunk inserts the chunk's rows.  Queries add the leaves above it by a range scan of
+#: ``leaves``, in the same statement (so against the same head).
+INDEX_CHUNK_BITS = 12
+
+
+def indexed_size(size: int, bits: int | None = None) -> int:
+    """How many leaves the lookup tables cover in a tree of ``size`` leaves."""
+    bits = INDEX_CHUNK_BITS if bits is None else bits
+    return size >> bits << bits
+
+
+def _indexed_sql(bits: int) -> str:
+    return f"((SELECT size FROM head WHERE id = 1) >> {bits} << {bits})"
+
+
+def sql_search_key(bits: int) -> str:
+    """A key's entries in [?2, ?3) with integration time in [?4, ?5), in index order, at most ?6:
+    the lookup table's rows merged with the unindexed tail's (both come out in index order)."""
+    return (f"SELECT k.idx, l.leaf FROM key_index k JOIN leaves l ON l.idx = k.idx "
+            f"WHERE k.key_id = ?1 AND k.idx >= ?2 AND k.idx < ?3 AND l.integrated_ms >= ?4 AND l.integrated_ms < ?5 "
+            f"UNION ALL SELECT idx, leaf FROM leaves WHERE idx >= max(?2, {_indexed_sql(bits)}) AND idx < ?3 "
+            f"AND key_id = ?1 AND integrated_ms >= ?4 AND integrated_ms < ?5 ORDER BY 1 LIMIT ?6")
+
+
+def sql_key_usage(bits: int) -> str:
+    """How many entries key ?1 signed below index ?2, the first and the last."""
+    return (f"SELECT count(*), min(idx), max(idx) FROM (SELECT idx FROM key_index WHERE key_id = ?1 AND idx < ?2 "
+            f"UNION ALL SELECT idx FROM leaves WHERE idx >= {_indexed_sql(bits)} AND idx < ?2 AND key_id = ?1)")
+
+
+def sql_find_lhash(bits: int, n: int) -> str:
+    """The leaves whose ``lhash`` is one of ?1..?n, in index order."""
+    marks = ",".join(f"?{i + 1}" for i in range(n))
+    return (f"SELECT idx, leaf FROM leaves WHERE idx IN (SELECT idx FROM lhash_index WHERE lhash IN ({marks})) "
+            f"UNION ALL SELECT idx, leaf FROM leaves WHERE idx >= {_indexed_sql(bits)} AND lhash IN ({marks}) "
+            f"ORDER BY 1")
+
+
+#: The rows of the leaves [?1, ?2) for the lookup tables, sorted as the tables are.
+SQL_INDEX_LHASH = ("INSERT INTO lhash_index (lhash, idx) SELECT lhash, idx FROM leaves "
+                   "WHERE idx >= ? AND idx < ? ORDER BY lhash, idx")
+SQL_INDEX_KEY = ("INSERT INTO key_index (key_id, idx) SELECT key_id, idx FROM leaves "
+                 "WHERE idx >= ? AND idx < ? AND key_id IS NOT NULL ORDER BY key_id, idx")
 
 
 def tile_tree_id(t: Tile) -> int:
@@ -249,6 +297,10 @@ class SQLiteStorage(Storage):
         erased = _erased_indices(batch)
         if erased:  # contract 5: the payload goes in the same transaction as the Erasure leaf
             conn.executemany("DELETE FROM payloads WHERE idx = ?", [(i,) for i in erased])
+        lo, hi = indexed_size(expected_size), indexed_size(h.size)
+        if hi > lo:  # this batch completes a chunk: its rows go into the lookup tables (schema.sql)
+            conn.execute(SQL_INDEX_LHASH, (lo, hi))
+            conn.execute(SQL_INDEX_KEY, (lo, hi))
         ops = [(x.index,) for x in batch.leaves if x.operator]
         if ops:
             conn.executemany("INSERT INTO operator_entries (idx) VALUES (?)", ops)
@@ -404,10 +456,11 @@ class SQLiteStorage(Storage):
 
         head = await self.head()
         keys = lhash_keys(leaf_hash, head.size if head else 0, self.index_scheme)
+        # Each statement sees one head; a leaf stored when the first one ran is in every later snapshot,
+        # in the lookup table or in the tail, so splitting the keys over statements loses nothing.
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            sql = f"SELECT idx, leaf FROM leaves WHERE lhash IN ({','.join('?' * len(chunk))}) ORDER BY idx"
-            for idx, leaf in await self._all(sql, tuple(chunk)):
+            for idx, leaf in await self._all(sql_find_lhash(INDEX_CHUNK_BITS, len(chunk)), tuple(chunk)):
                 if rfc_leaf_hash(bytes(leaf)) == leaf_hash:
                     return int(idx)
         return None
@@ -455,11 +508,11 @@ class SQLiteStorage(Storage):
         if key_id is None:  # a range of the rowid, never a scan of the time index
             rows = await self._rows(SQL_SEARCH_ALL, params)
         else:
-            rows = await self._rows(SQL_SEARCH_KEY, (key_id, *params))
+            rows = await self._rows(sql_search_key(INDEX_CHUNK_BITS), (key_id, *params))
         return [(int(i), bytes(b)) for i, b in rows]
 
     async def key_usage(self, key_id: bytes, size: int) -> tuple[int, int | None, int | None]:
-        rows = await self._rows(SQL_KEY_USAGE, (key_id, size))
+        rows = await self._rows(sql_key_usage(INDEX_CHUNK_BITS), (key_id, size))
         count, first, last = rows[0]
         return int(count), None if first is None else int(first), None if last is None else int(last)
 
@@ -543,7 +596,46 @@ async def open_storage(path: str) -> SQLiteStorage:
     store.index_scheme = await store.get_meta("index_scheme") or b"1"
     try:  # schema.sql is idempotent: adds the tables and indexes a database of an older release lacks
         await writer.run(writer.conn.executescript, _schema())
+        moved = await writer.run(_move_lookup_indexes, writer.conn)
     except sqlite3.Error as exc:
         await store.close()
         raise _classify(exc) from exc
+    if moved is not None:
+        log.info("moved the leaf-hash and key lookups of %s to lookup tables: %d leaves indexed in %.1f s",
+                 path, *moved)
     return store
+
+
+#: The indexes on ``leaves`` that ``lhash_index`` and ``key_index`` replaced.
+_OLD_LOOKUP_INDEXES = ("leaves_lhash", "leaves_key")
+
+
+def _move_lookup_indexes(conn: sqlite3.Connection) -> tuple[int, float] | None:
+    """A database from before the lookup tables: fill them for the leaves below the indexed size and
+    drop the old indexes, in one transaction (a crash leaves the old layout, and the next start does it
+    again).  Returns (leaves indexed, seconds), or None when there was nothing to do."""
+    exists = "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN (?, ?)"
+    if not conn.execute(exists, _OLD_LOOKUP_INDEXES).fetchone()[0]:
+        return None
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not conn.execute(exists, _OLD_LOOKUP_INDEXES).fetchone()[0]:  # another process did it meanwhile
+            conn.execute("ROLLBACK")
+            return None
+        (size,) = conn.execute("SELECT size FROM head WHERE id = 1").fetchone()
+        upto = indexed_size(int(size))
+        conn.execute("DELETE FROM lhash_index")
+        conn.execute("DELETE FROM key_index")
+        conn.execute(SQL_INDEX_LHASH, (0, upto))
+        conn.execute(SQL_INDEX_KEY, (0, upto))
+        for name in _OLD_LOOKUP_INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
+    return upto, time.perf_counter() - started
