@@ -9,21 +9,33 @@ import json
 import pytest
 
 from tlog.checkpoint import Checkpoint, sign_checkpoint
+from tlog.errors import InvariantError
 from tlog.note import generate_signer
 from tlog.server.handlers import _proof_response
 from tlog.server.state import Receipt
+from tlog.tlogproof import TlogProof
 
 
 def _note(origin: str) -> bytes:
     return sign_checkpoint(Checkpoint(origin, 5, bytes(range(32))), generate_signer(origin))
 
 
-@pytest.mark.parametrize("proof_len", [0, 1, 3])
+@pytest.mark.parametrize("proof_len", [0, 1, 3, 24])
 @pytest.mark.parametrize("duplicate", [False, True])
 def test_receipt_bytes_are_the_receipt_json(proof_len: int, duplicate: bool) -> None:
     note = _note('example.com/"quoted"—ü\\log')
-    receipt = Receipt(3, b"\x00leaf\xff" * 7, note, [bytes([i]) * 32 for i in range(proof_len)], duplicate)
-    assert json.loads(receipt.to_json_bytes()) == receipt.to_json()
+    proof = [bytes([i]) * 32 for i in range(proof_len)]
+    receipt = Receipt(3, b"\x00leaf\xff" * 7, note, proof, duplicate)
+    got = json.loads(receipt.to_json_bytes())
+    assert got == receipt.to_json()  # to_json builds the text with the checked TlogProof.format
+    parsed = TlogProof.parse(got["receipt"].encode())
+    assert (parsed.index, list(parsed.proof), parsed.checkpoint_note, parsed.extra) == (3, proof, note, receipt.leaf)
+
+
+def test_a_receipt_with_a_short_proof_hash_fails_loudly() -> None:
+    receipt = Receipt(3, b"leaf", _note("example.com/log"), [bytes(32), bytes(31)], False)
+    with pytest.raises(InvariantError):
+        receipt.to_json_bytes()
 
 
 @pytest.mark.parametrize("proof_len", [0, 1, 24])

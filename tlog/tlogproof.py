@@ -66,6 +66,19 @@ def _checked_note(note: bytes) -> bytes:
     return note
 
 
+def format_head(index: int, proof_b64: list[str], extra_b64: str | None = None) -> str:
+    """The text of an encoded proof before its checkpoint (tlog-proof "Format"): the header line, the
+    extra line if any, the index line, one line per proof hash, then the empty line.  Takes the hashes
+    and extra data already in base64, for a caller that also writes them elsewhere (the server's
+    receipts); :meth:`TlogProof.format` is the checked way to build a proof."""
+    lines = [TLOG_PROOF_HEADER]
+    if extra_b64 is not None:
+        lines.append("extra " + extra_b64)
+    lines.append(f"index {index}")
+    lines.extend(proof_b64)
+    return "\n".join(lines) + "\n\n"
+
+
 @dataclass(frozen=True)
 class TlogProof:
     """A tlog-proof: leaf ``index``, inclusion ``proof`` hashes, the signed ``checkpoint_note``, ``extra``.
@@ -98,12 +111,8 @@ class TlogProof:
 
     def format(self) -> bytes:
         """The encoded proof (tlog-proof "Format")."""
-        lines = [TLOG_PROOF_HEADER]
-        if self.extra is not None:
-            lines.append("extra " + encode_base64(self.extra))
-        lines.append(f"index {self.index}")
-        lines.extend(encode_base64(h) for h in self.proof)
-        head = "".join(line + "\n" for line in lines) + "\n"
+        extra = None if self.extra is None else encode_base64(self.extra)
+        head = format_head(self.index, [encode_base64(h) for h in self.proof], extra)
         return head.encode("ascii") + self.checkpoint_note
 
     @classmethod

@@ -19,7 +19,7 @@ from ..entry import Erasure, EventEntry, Genesis, KeyEvent, Leaf, decode_body, p
 from ..errors import FormatError, InvariantError, KeyRegistryError, ProofError
 from ..hashing import HASH_SIZE
 from ..note import Signer
-from ..tlogproof import TlogProof
+from ..tlogproof import TlogProof, format_head
 from .config import DAY_MS, LogConfig, check_private_file
 from .erasure import Purger
 from .logs import log_event
@@ -62,13 +62,19 @@ class Receipt:
 
     def to_json_bytes(self) -> bytes:
         """``to_json()`` as compact JSON, written directly (a receipt goes out with every append, and
-        ``json.dumps`` of the dict was most of its cost); the checkpoint's JSON string is made once
-        per checkpoint."""
-        proof = '","'.join(_b64(h) for h in self.proof)
-        return (f'{{"index":{self.index},"leaf":"{_b64(self.leaf)}","checkpoint":{_json_note(self.checkpoint)},'
-                f'"proof":[{chr(34) + proof + chr(34) if self.proof else ""}],'
-                f'"duplicate":{"true" if self.duplicate else "false"},'
-                f'"receipt":{_json_str(self.tlog_proof().decode())}}}').encode()
+        ``json.dumps`` of the dict was most of its cost): each hash is put in base64 once for the
+        list and the tlog-proof text, whose lines need no JSON escape but their newlines; the
+        checkpoint's JSON string is made once per checkpoint."""
+        if any(len(h) != HASH_SIZE for h in self.proof):
+            raise InvariantError(f"receipt for entry {self.index} carries a proof hash that is not {HASH_SIZE} bytes")
+        proof = [_b64(h) for h in self.proof]
+        leaf = _b64(self.leaf)
+        note = _json_note(self.checkpoint)
+        text = format_head(self.index, proof, leaf).replace("\n", "\\n") + note[1:-1]
+        listed = '","'.join(proof)
+        return (f'{{"index":{self.index},"leaf":"{leaf}","checkpoint":{note},'
+                f'"proof":[{chr(34) + listed + chr(34) if proof else ""}],'
+                f'"duplicate":{"true" if self.duplicate else "false"},"receipt":"{text}"}}').encode()
 
 
 def _b64(b: bytes) -> str:
