@@ -44,7 +44,7 @@ def build(path: str, n: int, keys: int) -> None:
         print(f"\r{min(n, start + step):,} leaves", end="", file=sys.stderr)
     print(file=sys.stderr)
     upto = backend.indexed_size(n)  # the lookup tables, as the sequencer's chunks would have filled them
-    for sql in (backend.SQL_INDEX_IDENT, backend.SQL_INDEX_LHASH, backend.SQL_INDEX_KEY):
+    for sql in (backend.SQL_INDEX_LHASH, backend.SQL_INDEX_KEY):
         conn.execute(sql, (0, upto))
     conn.commit()
     conn.close()

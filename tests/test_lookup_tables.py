@@ -1,6 +1,6 @@
-"""The lookup tables ``ident_index``, ``lhash_index`` and ``key_index`` (tlog/server/schema.sql): rows
-added a chunk at a time by the batch that completes the chunk, the unindexed tail found by a range scan
-in the same statement (by the identity keys kept in memory, for deduplication).  Checked against an oracle (every stored leaf, decoded) after every batch, with chunks
+"""The lookup tables ``lhash_index`` and ``key_index`` (tlog/server/schema.sql): rows added a whole chunk
+at a time by the batch that completes the chunk, the unindexed tail found by a range scan in the same
+statement.  Checked against an oracle (every stored leaf, decoded) after every batch, with chunks
 shrunk to 4 leaves so that batches start, end and straddle chunk boundaries; the migration of a
 database that still has the old indexes; and the scrub's check of the tables."""
 
@@ -20,7 +20,7 @@ from tlog.server import sqlite as backend
 from tlog.server.config import check_private_file
 from tlog.server.init import init_log
 from tlog.server.scrub import _verifier, scrub_database
-from tlog.server.sequencer import Pending, Sequencer
+from tlog.server.sequencer import Sequencer
 from tlog.server.sqlite import indexed_size, open_storage
 
 BITS = 2  # chunks of 4 leaves
@@ -65,26 +65,11 @@ def _oracle(db: str) -> tuple[int, list[tuple[int, bytes, bytes | None]]]:
         conn.close()
 
 
-def _table_rows(db: str) -> tuple[list[int], list[int], list[tuple[bytes, int]]]:
+def _table_rows(db: str) -> tuple[list[int], list[tuple[bytes, int]]]:
     conn = sqlite3.connect(db)
     try:
-        return ([int(i) for (i,) in conn.execute("SELECT idx FROM ident_index ORDER BY idx")],
-                [int(i) for (i,) in conn.execute("SELECT idx FROM lhash_index ORDER BY idx")],
+        return ([int(i) for (i,) in conn.execute("SELECT idx FROM lhash_index ORDER BY idx")],
                 [(bytes(k), int(i)) for k, i in conn.execute("SELECT key_id, idx FROM key_index ORDER BY idx")])
-    finally:
-        conn.close()
-
-
-def _identities(db: str) -> list[tuple[int, bytes, int]]:
-    """(index, identity, timestamp inside the body) of every stored event entry."""
-    conn = sqlite3.connect(db)
-    try:
-        out = []
-        for idx, raw in conn.execute("SELECT idx, leaf FROM leaves ORDER BY idx"):
-            leaf = Leaf.decode(bytes(raw))
-            if type(leaf.entry) is EventEntry:
-                out.append((int(idx), leaf.identity(), leaf.entry.timestamp_ms))
-        return out
     finally:
         conn.close()
 
@@ -92,19 +77,12 @@ def _identities(db: str) -> list[tuple[int, bytes, int]]:
 async def _check_lookups(storage, db: str) -> None:
     size, leaves = _oracle(db)
     upto = indexed_size(size, BITS)
-    ident_rows, lhash_rows, key_rows = _table_rows(db)
+    lhash_rows, key_rows = _table_rows(db)
     # The tables hold exactly the leaves below the indexed size, nothing of the tail.
-    assert ident_rows == lhash_rows == list(range(upto))
+    assert lhash_rows == list(range(upto))
     assert key_rows == [(k, i) for i, _, k in leaves if i < upto and k is not None]
     for i, h, _ in leaves:  # every leaf is found by its hash, indexed or in the tail
         assert await storage.find_leaf_hash(h) == i
-    # ... and every event entry by its identity (deduplication), in one call as the sequencer asks,
-    # with one identity that was never stored.
-    known = _identities(db)
-    asked = [(ident, ms) for _, ident, ms in known] + [(os.urandom(32), known[0][2] if known else 0)]
-    assert await storage.find_identities(asked) == {ident: i for i, ident, _ in known}
-    # The identity keys kept in memory are exactly the tail's: bounded by a chunk, whatever the size.
-    assert sorted(i for v in storage._ident_tail.values() for i in v) == list(range(upto, size))
     keys = {k for _, _, k in leaves if k is not None}
     for key in keys:
         mine = [i for i, _, k in leaves if k == key]
@@ -138,18 +116,6 @@ async def test_lookup_tables_follow_the_chunks_and_lookups_see_the_tail(small_ch
         await _check_lookups(storage, db)
     assert await storage.find_leaf_hash(os.urandom(32)) is None
     assert await storage.search_leaves(os.urandom(32), 0, seq.head.size, 10) == []
-    # Retries of entries below and above the indexed size come back as duplicates of the originals.
-    size = seq.head.size
-    conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT idx, leaf FROM leaves WHERE idx IN (?, ?)", (indexed_size(size, BITS) - 1, size - 1))
-    retries = {int(i): Leaf.decode(bytes(raw)) for i, raw in rows}
-    conn.close()
-    for index, leaf in retries.items():
-        entry = leaf.entry
-        again = await seq.submit(Pending(leaf.body, leaf.signature, leaf.identity(), key_id=entry.key_id,
-                                         salt=b"s" * 16, payload=b"p"))
-        assert again.duplicate and again.index == index
-    assert seq.head.size == size
     assert await storage.key_usage(os.urandom(32), seq.head.size) == (0, None, None)
 
 
@@ -160,9 +126,8 @@ async def test_a_database_with_the_old_indexes_is_moved_to_the_lookup_tables(sma
     await seq.stop()
     await storage.close()
     conn = sqlite3.connect(db)  # as a database of the previous release: old indexes, no table rows
-    for table in ("ident_index", "lhash_index", "key_index"):
-        conn.execute(f"DELETE FROM {table}")
-    conn.execute("CREATE INDEX leaves_ident ON leaves (ident)")
+    conn.execute("DELETE FROM lhash_index")
+    conn.execute("DELETE FROM key_index")
     conn.execute("CREATE INDEX leaves_lhash ON leaves (lhash)")
     conn.execute("CREATE INDEX leaves_key ON leaves (key_id, idx)")
     conn.commit()
@@ -173,7 +138,7 @@ async def test_a_database_with_the_old_indexes_is_moved_to_the_lookup_tables(sma
         conn = sqlite3.connect(db)
         names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         conn.close()
-        assert not names & {"leaves_ident", "leaves_lhash", "leaves_key"} and "leaves_time" in names
+        assert not names & {"leaves_lhash", "leaves_key"} and "leaves_ident" in names
         assert scrub_database(db, _verifier(data)).ok
     finally:
         await reopened.close()
@@ -184,8 +149,7 @@ async def test_a_database_with_the_old_indexes_is_moved_to_the_lookup_tables(sma
         await again.close()
 
 
-@pytest.mark.parametrize("damage", ["drop ident row", "drop lhash row", "drop key row", "wrong lhash",
-                                    "extra key row"])
+@pytest.mark.parametrize("damage", ["drop lhash row", "drop key row", "wrong lhash", "extra key row"])
 async def test_the_scrub_names_a_lookup_table_that_disagrees_with_the_leaves(small_chunks, damage):
     seq, storage, clock, writers, data = small_chunks
     db = os.path.join(data, "log.db")
@@ -195,9 +159,7 @@ async def test_the_scrub_names_a_lookup_table_that_disagrees_with_the_leaves(sma
     _, leaves = _oracle(db)
     victim = next(i for i, _, k in leaves if k is not None and i < 8)
     conn = sqlite3.connect(db)
-    if damage == "drop ident row":
-        conn.execute("DELETE FROM ident_index WHERE idx = ?", (victim,))
-    elif damage == "drop lhash row":
+    if damage == "drop lhash row":
         conn.execute("DELETE FROM lhash_index WHERE idx = ?", (victim,))
     elif damage == "drop key row":
         conn.execute("DELETE FROM key_index WHERE idx = ?", (victim,))
@@ -208,7 +170,7 @@ async def test_the_scrub_names_a_lookup_table_that_disagrees_with_the_leaves(sma
     conn.commit()
     conn.close()
     report = scrub_database(db, _verifier(data))
-    table = next(t for t in ("ident", "lhash", "key") if t in damage) + "_index"
+    table = "lhash_index" if "lhash" in damage else "key_index"
     assert not report.ok and any(table in p for p in report.problems), report.problems
     if damage != "extra key row":
         assert any(f"leaf {victim} has no row" in p for p in report.problems), report.problems

@@ -21,26 +21,21 @@ CREATE TABLE IF NOT EXISTS leaves (
     key_id        BLOB,              -- provisioning key of an event entry; NULL for operator entries
     integrated_ms INTEGER NOT NULL
 );
+-- Deduplication looks up every entry's identity, so its index is written with the batch.
+CREATE INDEX IF NOT EXISTS leaves_ident ON leaves (ident);
 -- The first index at or after a time (search, retention; integration times never decrease along the
 -- tree): appends land on the index's right edge.
 CREATE INDEX IF NOT EXISTS leaves_time ON leaves (integrated_ms);
 
--- Lookup by identity (deduplication), by leaf hash (GET /v1/proofs/inclusion?hash=…) and a key's
--- entries in index order (search, key timelines), for the leaves below the *indexed size*: the head's
--- size rounded down to a whole chunk of 4,096 leaves (tlog.server.sqlite.INDEX_CHUNK_BITS).  The batch
--- that completes a chunk inserts the chunk's rows, sorted, in its own transaction, so each index page
--- is written about once per chunk instead of once per batch (a batch's 30-60 entries hit as many
--- different pages of a hash-keyed or key-keyed index: four fifths of the pages a batch wrote).  The at
--- most 4,095 leaves above the indexed size are found by a range scan of ``leaves`` in the same
--- statement, hence in the same snapshot of the head; deduplication, which asks for every batch, keeps
--- the tail's identity keys in memory instead (SQLiteStorage.find_identities).  Databases from before
--- these tables had the indexes leaves_ident, leaves_lhash and leaves_key; opening one moves them here
--- once (sqlite.open_storage).
-CREATE TABLE IF NOT EXISTS ident_index (
-    ident INTEGER NOT NULL,
-    idx   INTEGER NOT NULL,
-    PRIMARY KEY (ident, idx)
-) WITHOUT ROWID;
+-- Lookup by leaf hash (GET /v1/proofs/inclusion?hash=…) and a key's entries in index order (search, key
+-- timelines), for the leaves below the *indexed size*: the head's size rounded down to a whole chunk
+-- of 4,096 leaves (tlog.server.sqlite.INDEX_CHUNK_BITS).  The batch that completes a chunk inserts
+-- the chunk's rows, sorted, in its own transaction, so each index page is written about once per
+-- chunk instead of once per batch (a batch's 30-60 entries hit as many different pages of a
+-- hash-keyed or key-keyed index: two thirds of the pages a batch wrote).  The at most 4,095 leaves
+-- above the indexed size are found by a range scan of ``leaves`` in the same statement, hence in the
+-- same snapshot of the head.  Databases from before these tables had the indexes leaves_lhash and
+-- leaves_key; opening one moves them here once (sqlite.open_storage).
 CREATE TABLE IF NOT EXISTS lhash_index (
     lhash INTEGER NOT NULL,
     idx   INTEGER NOT NULL,

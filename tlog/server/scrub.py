@@ -168,14 +168,13 @@ class _Scrub:
         return self.report
 
     def _check_lookup_tables(self, upto: int) -> None:
-        """The lookup tables (schema.sql) against the leaves' columns, which ``_entry`` checked against
-        the leaves: below ``upto`` each table holds exactly one row per leaf (per event entry for keys),
-        naming the leaf's own value.  Rows at or above ``upto`` may belong to chunks committed since the
-        scrub read the head."""
-        if self.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ident_index'") is None:
+        """``lhash_index`` and ``key_index`` (schema.sql) against the leaves' columns, which ``_entry``
+        checked against the leaves: below ``upto`` each table holds exactly one row per leaf (per event
+        entry for keys), naming the leaf's own value.  Rows at or above ``upto`` may belong to chunks
+        committed since the scrub read the head."""
+        if self.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lhash_index'") is None:
             return  # a database from before the lookup tables, read by a tool that does not migrate
-        for table, column, where in (("ident_index", "ident", ""), ("lhash_index", "lhash", ""),
-                                     ("key_index", "key_id", " AND key_id IS NOT NULL")):
+        for table, column, where in (("lhash_index", "lhash", ""), ("key_index", "key_id", " AND key_id IS NOT NULL")):
             (rows,) = self.one(f"SELECT count(*) FROM {table} WHERE idx < ?", (upto,))
             (matching,) = self.one(f"SELECT count(*) FROM {table} x JOIN leaves l ON l.idx = x.idx "
                                    f"AND l.{column} = x.{column} WHERE x.idx < ?", (upto,))

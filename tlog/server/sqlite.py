@@ -9,7 +9,7 @@ connection (``BEGIN IMMEDIATE`` … ``COMMIT``) that inserts the batch's rows in
 Crash ordering: a crash before COMMIT leaves the previous head and nothing of the batch (SQLite
 rolls the WAL frames of an uncommitted transaction back on open); a crash after COMMIT but before the
 HTTP responses leaves a durable batch whose writers saw no acknowledgement: when they retry, the
-identity lookup returns the original index.  No response is ever sent before COMMIT returns.
+identity index returns the original index.  No response is ever sent before COMMIT returns.
 
 Reads go through a second connection, so proofs and tiles are served while a batch commits.
 
@@ -95,8 +95,6 @@ def sql_find_lhash(bits: int, n: int) -> str:
 
 
 #: The rows of the leaves [?1, ?2) for the lookup tables, sorted as the tables are.
-SQL_INDEX_IDENT = ("INSERT INTO ident_index (ident, idx) SELECT ident, idx FROM leaves "
-                   "WHERE idx >= ? AND idx < ? ORDER BY ident, idx")
 SQL_INDEX_LHASH = ("INSERT INTO lhash_index (lhash, idx) SELECT lhash, idx FROM leaves "
                    "WHERE idx >= ? AND idx < ? ORDER BY lhash, idx")
 SQL_INDEX_KEY = ("INSERT INTO key_index (key_id, idx) SELECT key_id, idx FROM leaves "
@@ -230,9 +228,6 @@ class SQLiteStorage(Storage):
         self._cache_max = tile_cache
         self._admin: aiosqlite.Connection | None = None  # WAL checkpoints, opened on first use
         self._lookup: sqlite3.Connection | None = None  # find_identities, on the caller's thread
-        # find_identities: the identity keys of the leaves above the indexed size, key -> indices
-        # (loaded on first use, then kept by commit_batch; only the sequencer's process asks).
-        self._ident_tail: dict[int, list[int]] | None = None
         self.index_scheme = INDEX_SCHEME  # set from meta by open_storage
 
     async def close(self) -> None:
@@ -261,7 +256,6 @@ class SQLiteStorage(Storage):
 
     async def commit_batch(self, batch: Batch, expected_size: int) -> None:
         await self._w.run(self._commit_sync, batch, expected_size)
-        self._keep_ident_tail(batch, expected_size)
         for tile, data in batch.tiles.items():
             if len(data) == TILE_WIDTH * _HASH:
                 self._remember((tile.level, tile.index), data)
@@ -305,7 +299,6 @@ class SQLiteStorage(Storage):
             conn.executemany("DELETE FROM payloads WHERE idx = ?", [(i,) for i in erased])
         lo, hi = indexed_size(expected_size), indexed_size(h.size)
         if hi > lo:  # this batch completes a chunk: its rows go into the lookup tables (schema.sql)
-            conn.execute(SQL_INDEX_IDENT, (lo, hi))
             conn.execute(SQL_INDEX_LHASH, (lo, hi))
             conn.execute(SQL_INDEX_KEY, (lo, hi))
         ops = [(x.index,) for x in batch.leaves if x.operator]
@@ -424,11 +417,7 @@ class SQLiteStorage(Storage):
 
     async def find_identities(self, identities: list[tuple[bytes, int]]) -> dict[bytes, int]:
         """Run on the calling thread, on a read connection of its own: the sequencer asks this once per
-        batch, and a point lookup per identity costs less than a thread hand-off.
-
-        Candidates come from ``ident_index`` (the leaves below the indexed size) and from the keys of
-        the leaves above it, which this object keeps in memory: the sequencer asks between its own
-        commits, so the two cover every stored leaf.  Each is confirmed against the stored leaf."""
+        batch, and a point lookup per identity in the ``ident`` index costs less than a thread hand-off."""
         if not identities:
             return {}
         from ..entry import Leaf  # noqa: local import keeps the module light for tools
@@ -439,48 +428,18 @@ class SQLiteStorage(Storage):
         found: dict[bytes, int] = {}
         keys = list(by_key)
         conn = self._lookup_conn()
-        try:
-            tail = self._load_ident_tail(conn)
-            rows = []
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                rows += conn.execute("SELECT l.idx, l.leaf, x.ident FROM ident_index x JOIN leaves l ON l.idx = x.idx "
-                                     f"WHERE x.ident IN ({','.join('?' * len(chunk))})", tuple(chunk)).fetchall()
-            near = [i for k in keys for i in tail.get(k, ())]
-            for i in range(0, len(near), 500):
-                chunk = near[i:i + 500]
-                rows += conn.execute(f"SELECT idx, leaf, ident FROM leaves WHERE idx IN ({','.join('?' * len(chunk))})",
-                                     tuple(chunk)).fetchall()
-        except sqlite3.Error as exc:
-            raise _classify(exc) from exc
-        for idx, leaf, ident in rows:
-            real = Leaf.decode(bytes(leaf)).identity()
-            if real in by_key.get(int(ident), ()):
-                found[real] = int(idx)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            sql = f"SELECT idx, leaf, ident FROM leaves WHERE ident IN ({','.join('?' * len(chunk))})"
+            try:
+                rows = conn.execute(sql, tuple(chunk)).fetchall()
+            except sqlite3.Error as exc:
+                raise _classify(exc) from exc
+            for idx, leaf, ident in rows:
+                real = Leaf.decode(bytes(leaf)).identity()
+                if real in by_key.get(int(ident), ()):
+                    found[real] = int(idx)
         return found
-
-    def _load_ident_tail(self, conn: sqlite3.Connection) -> dict[int, list[int]]:
-        if self._ident_tail is None:
-            # One statement, one snapshot: the tail of the head it reads.
-            rows = conn.execute(f"SELECT idx, ident FROM leaves WHERE idx >= {_indexed_sql(INDEX_CHUNK_BITS)}")
-            tail: dict[int, list[int]] = {}
-            for idx, key in rows:
-                tail.setdefault(int(key), []).append(int(idx))
-            self._ident_tail = tail
-        return self._ident_tail
-
-    def _keep_ident_tail(self, batch: Batch, expected_size: int) -> None:
-        """After a commit: the batch's identity keys join the tail; a completed chunk leaves it."""
-        tail = self._ident_tail
-        if tail is None:
-            return
-        upto = indexed_size(batch.head.size)
-        if upto > indexed_size(expected_size):
-            kept = {k: [i for i in v if i >= upto] for k, v in tail.items()}
-            tail = self._ident_tail = {k: v for k, v in kept.items() if v}
-        for x in batch.leaves:
-            if x.index >= upto:
-                tail.setdefault(ident_key(x.identity, x.entry_ms, self.index_scheme), []).append(x.index)
 
     def _lookup_conn(self) -> sqlite3.Connection:
         if self._lookup is None:
@@ -642,20 +601,20 @@ async def open_storage(path: str) -> SQLiteStorage:
         await store.close()
         raise _classify(exc) from exc
     if moved is not None:
-        log.info("moved the identity, leaf-hash and key lookups of %s to lookup tables: %d leaves indexed in %.1f s",
+        log.info("moved the leaf-hash and key lookups of %s to lookup tables: %d leaves indexed in %.1f s",
                  path, *moved)
     return store
 
 
-#: The indexes on ``leaves`` that the lookup tables replaced.
-_OLD_LOOKUP_INDEXES = ("leaves_ident", "leaves_lhash", "leaves_key")
+#: The indexes on ``leaves`` that ``lhash_index`` and ``key_index`` replaced.
+_OLD_LOOKUP_INDEXES = ("leaves_lhash", "leaves_key")
 
 
 def _move_lookup_indexes(conn: sqlite3.Connection) -> tuple[int, float] | None:
     """A database from before the lookup tables: fill them for the leaves below the indexed size and
     drop the old indexes, in one transaction (a crash leaves the old layout, and the next start does it
     again).  Returns (leaves indexed, seconds), or None when there was nothing to do."""
-    exists = "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN (?, ?, ?)"
+    exists = "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN (?, ?)"
     if not conn.execute(exists, _OLD_LOOKUP_INDEXES).fetchone()[0]:
         return None
     started = time.perf_counter()
@@ -666,9 +625,8 @@ def _move_lookup_indexes(conn: sqlite3.Connection) -> tuple[int, float] | None:
             return None
         (size,) = conn.execute("SELECT size FROM head WHERE id = 1").fetchone()
         upto = indexed_size(int(size))
-        for table in ("ident_index", "lhash_index", "key_index"):
-            conn.execute(f"DELETE FROM {table}")
-        conn.execute(SQL_INDEX_IDENT, (0, upto))
+        conn.execute("DELETE FROM lhash_index")
+        conn.execute("DELETE FROM key_index")
         conn.execute(SQL_INDEX_LHASH, (0, upto))
         conn.execute(SQL_INDEX_KEY, (0, upto))
         for name in _OLD_LOOKUP_INDEXES:
