@@ -618,6 +618,7 @@ def _move_lookup_indexes(conn: sqlite3.Connection) -> tuple[int, float] | None:
     if not conn.execute(exists, _OLD_LOOKUP_INDEXES).fetchone()[0]:
         return None
     started = time.perf_counter()
+    log.info("moving the leaf-hash and key lookups to lookup tables, once (about 3 s per million leaves)")
     conn.execute("BEGIN IMMEDIATE")
     try:
         if not conn.execute(exists, _OLD_LOOKUP_INDEXES).fetchone()[0]:  # another process did it meanwhile
