@@ -164,7 +164,7 @@ class _Scrub:
         if cp is not None and target and rebuilder.root() != cp.root:
             self.report.problem(f"the stored leaves hash to a root other than the signed root at size {target}")
         self._resolve_missing_payloads()
-        self._check_lookup_tables(indexed_size(min(target, int(head[0]))))
+        self._check_lookup_tables(indexed_size(target))
         return self.report
 
     def _check_lookup_tables(self, upto: int) -> None:
@@ -174,14 +174,15 @@ class _Scrub:
         committed since the scrub read the head."""
         if self.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lhash_index'") is None:
             return  # a database from before the lookup tables, read by a tool that does not migrate
-        for table, column, where in (("lhash_index", "lhash", ""), ("key_index", "key_id", " AND key_id IS NOT NULL")):
+        # A leaf has a row when its column is set: every leaf has an lhash, only event entries a key.
+        for table, column in (("lhash_index", "lhash"), ("key_index", "key_id")):
             (rows,) = self.one(f"SELECT count(*) FROM {table} WHERE idx < ?", (upto,))
             (matching,) = self.one(f"SELECT count(*) FROM {table} x JOIN leaves l ON l.idx = x.idx "
                                    f"AND l.{column} = x.{column} WHERE x.idx < ?", (upto,))
-            (leaves,) = self.one(f"SELECT count(*) FROM leaves WHERE idx < ?{where}", (upto,))
+            (leaves,) = self.one(f"SELECT count(*) FROM leaves WHERE idx < ? AND {column} IS NOT NULL", (upto,))
             if rows == matching == leaves:
                 continue
-            missing = self.one(f"SELECT l.idx FROM leaves l WHERE l.idx < ?{where.replace('key_id', 'l.key_id')} "
+            missing = self.one(f"SELECT l.idx FROM leaves l WHERE l.idx < ? AND l.{column} IS NOT NULL "
                                f"AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = l.{column} "
                                f"AND x.idx = l.idx) ORDER BY l.idx LIMIT 1", (upto,))
             what = f"leaf {missing[0]} has no row" if missing else f"{rows - matching} rows name no leaf"
