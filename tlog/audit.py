@@ -21,7 +21,7 @@ from .entry import EventEntry, Leaf, payload_commitment
 from .errors import FormatError, TlogError
 from .hashing import HASH_SIZE, leaf_hash
 from .keys import PublicKey
-from .note import Verifier
+from .note import Verifier, encode_base64
 from .proof import verify_inclusion
 from .registry import Registry
 from .tlogproof import TlogProof
@@ -33,10 +33,6 @@ MAX_REGISTRY_BUNDLE_SIZE = 256 << 20
 REGISTRY_BUNDLE_FORMAT = "tlog-registry-bundle/v1"
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
 def _unb64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise FormatError(f"{what} is not a base64 string")
@@ -44,7 +40,7 @@ def _unb64(value: object, what: str) -> bytes:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise FormatError(f"{what} is not valid base64") from exc
-    if _b64(raw) != value:
+    if encode_base64(raw) != value:
         raise FormatError(f"{what} is not canonical base64")
     return raw
 
@@ -123,7 +119,7 @@ class RegistryBundle:
     entries: tuple[tuple[int, bytes, tuple[bytes, ...]], ...]  # (index, leaf bytes, inclusion proof)
 
     def to_json(self) -> bytes:
-        entries = [{"index": i, "leaf": _b64(leaf), "proof": [_b64(h) for h in proof]}
+        entries = [{"index": i, "leaf": encode_base64(leaf), "proof": [encode_base64(h) for h in proof]}
                    for i, leaf, proof in self.entries]
         obj = {"format": REGISTRY_BUNDLE_FORMAT, "checkpoint": self.checkpoint_note.decode("utf-8"),
                "entries": entries}

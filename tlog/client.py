@@ -27,7 +27,7 @@ from .entry import EventEntry, Leaf, payload_commitment, sign_entry
 from .errors import ConsistencyError, FormatError, ProofError, SignatureError, TlogError
 from .hashing import HASH_SIZE
 from .keys import PrivateKey
-from .note import Verifier
+from .note import Verifier, encode_base64
 from .proof import verify_consistency, verify_inclusion
 from .tlogproof import TlogProof, verify_tlog_proof
 
@@ -232,14 +232,14 @@ class LogClient:
 
     async def submit_event(self, entry: EventEntry, signature: bytes, salt: bytes,
                            payload: bytes) -> ClientReceipt:
-        body = {"entry": _b64(entry.encode()), "signature": _b64(signature), "salt": _b64(salt),
-                "payload": _b64(payload)}
+        body = {"entry": encode_base64(entry.encode()), "signature": encode_base64(signature),
+                "salt": encode_base64(salt), "payload": encode_base64(payload)}
         answer = await self._request("POST", "/v1/entries", json_body=body)
         return await self._witnessed(await self._verify_receipt(answer, entry.encode()))
 
     async def submit_operator_entry(self, entry: Any, key: PrivateKey) -> ClientReceipt:
         """Submit an operator-signed key event or erasure (``tlog keys …``, ``tlog erase``)."""
-        body = {"entry": _b64(entry.encode()), "signature": _b64(sign_entry(entry, key))}
+        body = {"entry": encode_base64(entry.encode()), "signature": encode_base64(sign_entry(entry, key))}
         answer = await self._request("POST", "/v1/operator-entries", json_body=body)
         return await self._witnessed(await self._verify_receipt(answer, entry.encode()))
 
@@ -367,10 +367,6 @@ class LogClient:
 
     async def healthz(self) -> dict:
         return await self._request("GET", "/healthz")
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
 
 
 def _reason(body: bytes) -> str:

@@ -14,7 +14,6 @@ step, run in a thread pool (libsodium releases the GIL) while the main thread de
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import collections
 import hashlib
@@ -30,18 +29,13 @@ from .entry import EventEntry, Leaf, payload_commitment
 from .errors import FormatError, SignatureError, TlogError
 from .hashing import EMPTY_ROOT, HASH_SIZE
 from .keys import PublicKey
-from .note import Verifier
+from .note import Verifier, encode_base64
 from .registry import EntryRejected, Registry
 from .tiles import TILE_HEIGHT, TILE_WIDTH, Tile, decode_entry_bundle, entry_tiles_for_size
 from .tree import CompactRange
 
 __all__ = ["TileRebuilder", "first_tile_difference", "Finding", "PayloadRecord", "AuditReport", "LogAuditor",
            "AuditSource", "run_audit"]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
 
 
 class TileRebuilder:
@@ -211,7 +205,7 @@ class AuditReport:
         first = self.first_failure
         return {
             "ok": self.ok, "origin": self.origin, "tree_size": self.tree_size,
-            "root": _b64(self.root) if self.root else None,
+            "root": encode_base64(self.root) if self.root else None,
             "checkpoint": self.checkpoint.decode("utf-8", "replace") if self.checkpoint else None,
             "entries": self.entries, "event_entries": self.event_entries,
             "operator_entries": self.operator_entries, "signatures_verified": self.signatures,
@@ -422,8 +416,8 @@ class LogAuditor:
         done = self.rebuilder.finish()
         root = self.rebuilder.root() if self.cp.size else EMPTY_ROOT
         if root != self.cp.root:
-            self.fail("root", None, f"the entries hash to root {_b64(root)}, the signed checkpoint says "
-                                    f"{_b64(self.cp.root)}")
+            self.fail("root", None, f"the entries hash to root {encode_base64(root)}, the signed checkpoint says "
+                                    f"{encode_base64(self.cp.root)}")
         erasures = self.registry.erasures if self.registry.size else {}
         for index in sorted(self._absent):
             if index in erasures:

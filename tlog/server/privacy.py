@@ -14,11 +14,11 @@ An event entry's view carries ``payload_access``:
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import TYPE_CHECKING
 
 from ..entry import EventEntry
+from ..note import encode_base64
 from .erasure import erasure_record
 from .logs import log_event
 from .storage import MissingDataError
@@ -50,10 +50,6 @@ async def authenticate(state: LogState, authorization: str | None) -> TokenInfo 
         raise
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
 async def entry_views(state: LogState, rows: list[tuple[int, bytes]], reader: TokenInfo | None) -> list[dict]:
     """``describe_entry`` of each (index, leaf), with payload, salt and erasure fields for event entries."""
     views = []
@@ -83,7 +79,7 @@ async def _payload_fields(state: LogState, view: dict, index: int, reader: Token
         if await _erased(state, view, index):
             return False
         raise MissingDataError(f"entry {index} has no payload and no erasure covers it")
-    view["salt"], view["payload"] = _b64(stored[0]), _b64(stored[1])
+    view["salt"], view["payload"] = encode_base64(stored[0]), encode_base64(stored[1])
     view["payload_access"] = GRANTED
     return True
 

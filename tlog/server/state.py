@@ -5,7 +5,6 @@ Everything the handlers do that is not HTTP lives here, so handlers stay thin.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import logging
@@ -18,7 +17,7 @@ from .. import tiles as tiles_mod
 from ..entry import Erasure, EventEntry, Genesis, KeyEvent, Leaf, decode_body, payload_commitment
 from ..errors import FormatError, InvariantError, KeyRegistryError, ProofError
 from ..hashing import HASH_SIZE
-from ..note import Signer
+from ..note import Signer, encode_base64
 from ..tlogproof import TlogProof, format_head
 from .config import DAY_MS, LogConfig, check_private_file
 from .erasure import Purger
@@ -56,8 +55,8 @@ class Receipt:
         return TlogProof(self.index, self.proof, self.checkpoint, self.leaf).format()
 
     def to_json(self) -> dict:
-        return {"index": self.index, "leaf": _b64(self.leaf), "checkpoint": self.checkpoint.decode(),
-                "proof": [_b64(h) for h in self.proof], "duplicate": self.duplicate,
+        return {"index": self.index, "leaf": encode_base64(self.leaf), "checkpoint": self.checkpoint.decode(),
+                "proof": [encode_base64(h) for h in self.proof], "duplicate": self.duplicate,
                 "receipt": self.tlog_proof().decode()}
 
     def to_json_bytes(self) -> bytes:
@@ -67,18 +66,14 @@ class Receipt:
         checkpoint's JSON string is made once per checkpoint."""
         if any(len(h) != HASH_SIZE for h in self.proof):
             raise InvariantError(f"receipt for entry {self.index} carries a proof hash that is not {HASH_SIZE} bytes")
-        proof = [_b64(h) for h in self.proof]
-        leaf = _b64(self.leaf)
+        proof = [encode_base64(h) for h in self.proof]
+        leaf = encode_base64(self.leaf)
         note = _json_note(self.checkpoint)
         text = format_head(self.index, proof, leaf).replace("\n", "\\n") + note[1:-1]
         listed = '","'.join(proof)
         return (f'{{"index":{self.index},"leaf":"{leaf}","checkpoint":{note},'
                 f'"proof":[{chr(34) + listed + chr(34) if proof else ""}],'
                 f'"duplicate":{"true" if self.duplicate else "false"},"receipt":"{text}"}}').encode()
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
 
 
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # what json.dumps uses
@@ -324,12 +319,12 @@ class LogState:
     def describe_entry(self, index: int, leaf_bytes: bytes) -> dict:
         leaf = Leaf.decode(leaf_bytes)
         entry = leaf.entry
-        out = {"index": index, "leaf": _b64(leaf_bytes), "integrated_ms": leaf.integrated_ms,
+        out = {"index": index, "leaf": encode_base64(leaf_bytes), "integrated_ms": leaf.integrated_ms,
                "kind": type(entry).__name__}
         if isinstance(entry, EventEntry):
             record = self.sequencer.registry.keys.get(entry.key_id)
             out.update(key_id=entry.key_id.hex(), key_name=getattr(record, "name", None),
-                       timestamp_ms=entry.timestamp_ms, commitment=_b64(entry.commitment))
+                       timestamp_ms=entry.timestamp_ms, commitment=encode_base64(entry.commitment))
         elif isinstance(entry, (KeyEvent, Genesis, Erasure)):
             out["event"] = _entry_json(entry)
         return out
@@ -338,7 +333,7 @@ class LogState:
 def _entry_json(entry) -> dict:
     out = {}
     for name, value in vars(entry).items() if hasattr(entry, "__dict__") else []:
-        out[name] = _b64(value) if isinstance(value, bytes) else (
+        out[name] = encode_base64(value) if isinstance(value, bytes) else (
             value.to_text() if hasattr(value, "to_text") else value)
     return out
 
