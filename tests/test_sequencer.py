@@ -246,6 +246,10 @@ async def test_full_tiles_are_stored_with_their_interiors_and_proofs_use_them(lo
     conn.execute("UPDATE tile_paths SET data = ? WHERE id = 17", (bytes(1088),))  # leaves 272 .. 287
     conn.commit()
     conn.close()
+    from tlog.server.pathcache import RECORD_BYTES, cache_path
+    with open(cache_path(storage.path), "r+b") as f:  # and its path cache record: a miss, so the row is read
+        f.seek(17 * RECORD_BYTES)
+        f.write(bytes(RECORD_BYTES))
     assert await by_path.inclusion_proof(280, size) != oracle.path(280, size)
     assert await by_path.inclusion_proof(300, size) == oracle.path(300, size)
 

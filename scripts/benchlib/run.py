@@ -293,6 +293,10 @@ def bench_scale(report: Report, work: str, args) -> None:
     report.add(f"level-0 tiles over HTTP from a log of {reads['size']:,}", reads["tile"], "req/s",
                target=">= 10,000")
     report.add("server resident memory serving that log (all processes)", reads["rss"], "MB", target="< 300 MB")
+    small = scale.small_log_reads(os.path.join(work, "scale"), marks[0], int(min(args.seconds, 10)))
+    report.add(f"scale: proof speed over HTTP at {reads['size']:,} vs {small['size']:,}",
+               100 * reads["proof"] / small["proof"], "%", target=">= 80 %",
+               note=f"{small['proof']:,.0f} req/s at {small['size']:,}")
 
 
 def bench_peer(report: Report, args) -> None:

@@ -8,6 +8,8 @@ Layout of ``DIR`` (created by ``tlog init``, never implicitly):
 * ``log.vkey``     — the log's verifier key string (public).
 * ``operator.pub`` — the operator's public key (``ed25519:BASE64``).
 * ``log.db``       — the SQLite database (WAL mode: also ``log.db-wal`` and ``log.db-shm``).
+* ``log.db.paths`` — the path cache (tlog/server/pathcache.py): stored inclusion paths by offset, derived
+  from ``log.db``, safe to delete, not part of a backup.
 """
 
 from __future__ import annotations

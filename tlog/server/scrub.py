@@ -15,7 +15,9 @@
   leaf-hash prefixes, key id, integration time), rebuilds every hash tile from the leaf hashes and compares
   it with the stored one, checks that every stored checkpoint is validly signed and that its root is the
   root of the leaves below its size (so all published checkpoints are consistent with each other), and
-  that every stored payload matches its entry's commitment and only erased payloads are gone.
+  that every stored payload matches its entry's commitment and only erased payloads are gone; the stored
+  inclusion paths, and every record of the path cache (``log.db.paths``) that verifies, must be the
+  ones the tiles give.
   On any mismatch the running server stops writing (the sequencer's ``stopped``: appends get 503, nothing
   new is signed), ``/healthz`` says ``degraded``, a CRITICAL log line and ``tlog_scrub_runs{outcome=
   "failed"}`` report it, and reads keep being served.
@@ -54,6 +56,7 @@ from ..tiles import TILE_WIDTH, Tile, TileHashReader
 from .config import ConfigError, LogConfig, check_private_file
 from .handlers import STATE
 from .logs import log_event
+from .pathcache import PathCache, cache_path
 from .sqlite import ident_key, indexed_size, lhash_key, tile_path_id, tile_tree_id
 from .storage import Head, NewLeaf
 from .treereader import PATH_GROUP, tile_interior, tile_paths
@@ -123,8 +126,11 @@ def _verifier(data_dir: str) -> Verifier:
 # ============================================================================ the scrub
 
 class _Scrub:
-    def __init__(self, conn: sqlite3.Connection, verifier: Verifier, should_stop: Callable[[], bool]):
+    def __init__(self, conn: sqlite3.Connection, verifier: Verifier, should_stop: Callable[[], bool],
+                 path_cache: str | None = None):
         self.conn, self.verifier, self.should_stop = conn, verifier, should_stop
+        self.path_cache_file = path_cache
+        self._path_cache: PathCache | None = None
         self.report = ScrubReport()
         self.missing_payloads: list[int] = []
         row = conn.execute("SELECT value FROM meta WHERE name = 'index_scheme'").fetchone()
@@ -332,12 +338,32 @@ class _Scrub:
                                      (first, first + TILE_WIDTH // PATH_GROUP)).fetchall()
         except sqlite3.OperationalError:  # a database from before inclusion paths were kept
             return
-        paths = tile_paths(tree) if rows else []
+        paths = tile_paths(tree)
         for rowid, data in rows:
             if bytes(data) != paths[rowid - first]:
                 start = tile.index * TILE_WIDTH + (rowid - first) * PATH_GROUP
                 self.report.problem(f"the stored inclusion path of leaves {start}.. does not match the tile: "
                                     "inclusion proofs read from it would be wrong")
+        self._check_path_cache(tile, first, paths)
+
+    def _check_path_cache(self, tile: Tile, first: int, paths: list[bytes]) -> None:
+        """The records of the path cache (tlog/server/pathcache.py) that verify, against the tile: a
+        record that does not verify is only a miss, one that verifies and differs would be served."""
+        if self.path_cache_file is None:
+            return
+        if self._path_cache is None:
+            if not os.path.exists(self.path_cache_file):
+                self.path_cache_file = None
+                return
+            leaf0 = self.one("SELECT leaf FROM leaves WHERE idx = 0")
+            self._path_cache = PathCache(self.path_cache_file, leaf_hash(bytes(leaf0[0])), writable=False)
+        for g, path in enumerate(paths):
+            cached = self._path_cache.get(first + g)
+            if cached is not None and cached != path:
+                start = tile.index * TILE_WIDTH + g * PATH_GROUP
+                self.report.problem(f"the path cache's record of leaves {start}.. does not match the tile: "
+                                    f"inclusion proofs read from it would be wrong (delete "
+                                    f"{os.path.basename(self.path_cache_file)}: it is rebuilt as proofs are read)")
 
     def _resolve_missing_payloads(self) -> None:
         """A missing payload is fine only when an erasure entry covers it (erasure deletes the row in the
@@ -365,12 +391,15 @@ def scrub_database(db_path: str, verifier: Verifier, *, size: int | None = None,
     mismatch (blocking: run it in a thread).  See the module docstring for what is checked."""
     started = time.monotonic()
     conn = _connect(db_path)
+    scrub = _Scrub(conn, verifier, should_stop, path_cache=cache_path(db_path))
     try:
-        report = _Scrub(conn, verifier, should_stop).run(size)
+        report = scrub.run(size)
     except sqlite3.DatabaseError as exc:
         report = ScrubReport(problems=[f"the database cannot be read: {exc}"])
     finally:
         conn.close()
+        if scrub._path_cache is not None:
+            scrub._path_cache.close()
     report.seconds = time.monotonic() - started
     return report
 

@@ -28,15 +28,18 @@ import concurrent.futures
 import logging
 import os
 import sqlite3
+import threading
 import time
 from importlib import resources
 
 import aiosqlite
 
+from ..hashing import leaf_hash as rfc_leaf_hash
 from ..tiles import TILE_WIDTH, Tile
+from .pathcache import PathCache, cache_path
 from .storage import (Batch, Head, HeadMovedError, MissingDataError, Storage, StorageError,
                       StorageFailedError, StorageFullError)
-from .treereader import PATH_GROUP, TREE_BYTES, tile_paths
+from .treereader import PATH_BYTES, PATH_GROUP, TREE_BYTES, tile_paths
 
 log = logging.getLogger("tlog.storage")
 
@@ -228,9 +231,13 @@ class SQLiteStorage(Storage):
         self._cache_max = tile_cache
         self._admin: aiosqlite.Connection | None = None  # WAL checkpoints, opened on first use
         self._lookup: sqlite3.Connection | None = None  # find_identities, on the caller's thread
+        self._path_cache_handle: PathCache | None = None  # tlog/server/pathcache.py, opened on first use
+        self._path_cache_lock = threading.Lock()
         self.index_scheme = INDEX_SCHEME  # set from meta by open_storage
 
     async def close(self) -> None:
+        if self._path_cache_handle is not None:
+            self._path_cache_handle.close()
         for conn in (self._r, self._admin):
             if conn is None:
                 continue
@@ -310,9 +317,15 @@ class SQLiteStorage(Storage):
             trees = {t: batch.tiles[t] + d for t, d in batch.tile_interiors.items()}
             conn.executemany("INSERT OR REPLACE INTO tile_trees (id, data) VALUES (?,?)",
                              [(tile_tree_id(t), tree) for t, tree in trees.items()])
+            paths = {t.index: tile_paths(tree) for t, tree in trees.items() if t.level == 0}
             conn.executemany("INSERT OR REPLACE INTO tile_paths (id, data) VALUES (?,?)",
-                             [(tile_path_id(t.index, g), path) for t, tree in trees.items() if t.level == 0
-                              for g, path in enumerate(tile_paths(tree))])
+                             [(tile_path_id(index, g), path) for index, group in paths.items()
+                              for g, path in enumerate(group)])
+            # Before COMMIT (tlog/server/pathcache.py, crash ordering): a reader that sees this head
+            # finds these records, never older ones.
+            cache = self._path_cache(conn) if paths else None
+            for index, group in paths.items() if cache is not None else ():
+                cache.put(tile_path_id(index, 0), group)
         conn.execute("INSERT INTO checkpoints (size, timestamp_ms, note) VALUES (?,?,?)",
                      (h.size, h.timestamp_ms, h.note))
         if batch.meta:
@@ -375,16 +388,45 @@ class SQLiteStorage(Storage):
     def read_tile_path(self, tile_index: int, group: int) -> bytes | None:
         """The stored inclusion path of leaves ``16 * group ..`` of full level-0 tile ``tile_index``
         (tlog/server/treereader.tile_paths), read on the caller's thread; None if not stored."""
+        record = tile_path_id(tile_index, group)
+        cache = self._path_cache(self._lookup_conn())
+        if cache is not None:
+            path = cache.get(record)
+            if path is not None:
+                return path
         try:
-            row = self._lookup_conn().execute("SELECT data FROM tile_paths WHERE id = ?",
-                                              (tile_path_id(tile_index, group),)).fetchone()
+            row = self._lookup_conn().execute("SELECT data FROM tile_paths WHERE id = ?", (record,)).fetchone()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # opened read-only before the table existed
                 return None
             raise _classify(exc) from exc
         except sqlite3.Error as exc:
             raise _classify(exc) from exc
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        path = bytes(row[0])
+        if cache is not None and len(path) == PATH_BYTES:
+            cache.put(record, [path])
+        return path
+
+    def _path_cache(self, conn: sqlite3.Connection) -> PathCache | None:
+        """This process's handle on the path cache, opened on first use (from ``conn``: the log's key,
+        the leaf hash of entry 0); None while the log has no entry."""
+        cache = self._path_cache_handle
+        if cache is not None:
+            return cache
+        with self._path_cache_lock:
+            if self._path_cache_handle is None:
+                try:
+                    row = conn.execute("SELECT leaf FROM leaves WHERE idx = 0").fetchone()
+                except sqlite3.Error as exc:
+                    raise _classify(exc) from exc
+                if row is None:
+                    return None
+                cache = PathCache(cache_path(self.path), rfc_leaf_hash(bytes(row[0])))
+                threading.Thread(target=cache.prewarm, name="tlog-path-cache-prewarm", daemon=True).start()
+                self._path_cache_handle = cache
+        return self._path_cache_handle
 
     def _tile_tree(self, t: Tile) -> bytes | None:
         """The stored ``tile_trees`` row of a full tile (its hashes, then its interior), if any."""
@@ -452,8 +494,6 @@ class SQLiteStorage(Storage):
         return self._lookup
 
     async def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
-        from ..hashing import leaf_hash as rfc_leaf_hash
-
         head = await self.head()
         keys = lhash_keys(leaf_hash, head.size if head else 0, self.index_scheme)
         # Each statement sees one head; a leaf stored when the first one ran is in every later snapshot,

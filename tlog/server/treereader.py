@@ -97,6 +97,9 @@ def _path_slicer(j: int) -> Callable[[bytes], list[bytes]]:
 
 _PATH_SLICES = [_path_slicer(j) for j in range(PATH_GROUP)]
 
+#: Leaves under one full level-1 tile (heights 8-15 of every inclusion path inside it).
+_L1_SHIFT = 2 * TILE_HEIGHT
+
 
 def _offsets(width: int) -> tuple[int, ...]:
     """Start (in hashes) of each level h = 0..7 in the concatenated little tree of a tile of ``width``."""
@@ -108,6 +111,10 @@ def _offsets(width: int) -> tuple[int, ...]:
 
 
 _OFFSETS = {w: _offsets(w) for w in range(1, TILE_WIDTH + 1)}
+#: Heights 8-15 of an inclusion path in a full level-1 tile: (height, mask of the sibling's index
+#: inside the tile at that height, where that height starts in the tile's little tree).
+_MID = tuple((h, (1 << (_L1_SHIFT - h)) - 1, _OFFSETS[TILE_WIDTH][h - TILE_HEIGHT])
+             for h in range(TILE_HEIGHT, _L1_SHIFT))
 
 
 class TreeReader:
@@ -138,6 +145,7 @@ class TreeReader:
         self._trees: collections.OrderedDict[tuple[int, int, int], bytes] = collections.OrderedDict()
         self._cache_max = cache_tiles
         self._borders: dict[tuple[int, int], bytes] = {}  # MTH(D[lo:size]) by (lo, size)
+        self._uppers: dict[tuple[int, int], list[bytes]] = {}  # heights 16+ by (index >> 16, size)
 
     async def read_hashes(self, ids: list[tuple[int, int]], size: int) -> list[bytes]:
         """tlog-tiles: node (level, index) is in the tile at tile-level ``level // 8``, as the hash of
@@ -196,6 +204,11 @@ class TreeReader:
         The right-border element (``inclusion_path``) is the same for every leaf whose path meets the
         border at the same level, so it is kept per ``(lo, size)``: a proof then reads only perfect
         nodes, one hash each."""
+        top = index >> _L1_SHIFT
+        if self._read_path is not None and (top + 1) << _L1_SHIFT <= size:
+            proof = await self._inclusion_in_full_l1(index, size, top)
+            if proof is not None:
+                return proof
         ids, border = inclusion_path(index, size)
         tile = index >> TILE_HEIGHT
         full = (tile + 1) * TILE_WIDTH <= size
@@ -205,6 +218,35 @@ class TreeReader:
                 return _PATH_SLICES[index & (PATH_GROUP - 1)](path) + \
                     await self._proof_from(ids[TILE_HEIGHT:], border, size)
         return await self._proof_from(ids, border, size)
+
+    async def _inclusion_in_full_l1(self, index: int, size: int, top: int) -> list[bytes] | None:
+        """The proof of a leaf whose level-1 tile is full (all but the newest < 65,536 leaves): heights
+        0-7 from its stored path, 8-15 from the level-1 tile's little tree (siblings inside a full tile
+        are perfect nodes), and 16 up — which depend only on ``(index >> 16, size)``, so at most a few
+        hundred distinct lists per size — kept from the first proof that needed them.  None when the
+        path is not stored (the caller reads the tile)."""
+        if (0, index >> TILE_HEIGHT, TILE_WIDTH) in self._trees:
+            return None
+        path = self._stored_path(index)
+        if path is None:
+            return None
+        key = (1, top, TILE_WIDTH)
+        tree = self._trees.get(key)
+        if tree is None:
+            await self.read_hashes([(TILE_HEIGHT, top << TILE_HEIGHT)], size)  # reads and keeps the tile
+            tree = self._trees[key]
+        else:
+            self._trees.move_to_end(key)
+        upper = self._uppers.get((top, size))
+        if upper is None:
+            ids, border = inclusion_path(index, size)
+            upper = await self._proof_from(ids[_L1_SHIFT:], border, size)
+            if len(self._uppers) >= 4096:
+                self._uppers.clear()
+            self._uppers[(top, size)] = upper
+        mid = [tree[at:at + HASH_SIZE] for at in
+               [(base + (((index >> h) ^ 1) & mask)) * HASH_SIZE for h, mask, base in _MID]]
+        return _PATH_SLICES[index & (PATH_GROUP - 1)](path) + mid + upper
 
     def _stored_path(self, index: int) -> bytes | None:
         key = index >> _GROUP_HEIGHT
