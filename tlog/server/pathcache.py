@@ -108,8 +108,13 @@ class PathCache:
         if self._fd is None:
             return
         try:
-            if os.fstat(self._fd).st_size <= max_bytes:
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            size = os.fstat(self._fd).st_size
+            if size > max_bytes:
+                return
+            # One call per 4 MiB: Linux reads ahead at most a few MiB per WILLNEED call (one call for
+            # the whole 653 MB file of a 10,000,000-entry log brought in 8 MB; this loop, all of it).
+            for offset in range(0, size, 4 << 20):
+                os.posix_fadvise(self._fd, offset, 4 << 20, os.POSIX_FADV_WILLNEED)
         except OSError:
             pass
 
