@@ -139,6 +139,10 @@ class _Scrub:
     def one(self, sql: str, params: tuple = ()) -> tuple | None:
         return self.conn.execute(sql, params).fetchone()
 
+    def close(self) -> None:
+        if self._path_cache is not None:
+            self._path_cache.close()
+
     def run(self, size: int | None) -> ScrubReport:
         head = self.one("SELECT size, root, note FROM head WHERE id = 1")
         if head is None:
@@ -398,8 +402,7 @@ def scrub_database(db_path: str, verifier: Verifier, *, size: int | None = None,
         report = ScrubReport(problems=[f"the database cannot be read: {exc}"])
     finally:
         conn.close()
-        if scrub._path_cache is not None:
-            scrub._path_cache.close()
+        scrub.close()
     report.seconds = time.monotonic() - started
     return report
 
