@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 
+from ..hashing import leaf_hash
 from .treereader import PATH_BYTES
 
-__all__ = ["PathCache", "RECORD_BYTES", "TAG_BYTES", "cache_path"]
+__all__ = ["PathCache", "RECORD_BYTES", "TAG_BYTES", "cache_path", "log_key"]
 
 TAG_BYTES = 8
 RECORD_BYTES = PATH_BYTES + TAG_BYTES
@@ -40,6 +42,12 @@ RECORD_BYTES = PATH_BYTES + TAG_BYTES
 def cache_path(db_path: str) -> str:
     """The path cache of the database at ``db_path``."""
     return db_path + ".paths"
+
+
+def log_key(conn: sqlite3.Connection) -> bytes | None:
+    """The log's key for the cache's tags: the leaf hash of entry 0 (None while the log has none)."""
+    row = conn.execute("SELECT leaf FROM leaves WHERE idx = 0").fetchone()
+    return None if row is None else leaf_hash(bytes(row[0]))
 
 
 class PathCache:
@@ -117,15 +125,6 @@ class PathCache:
                 os.posix_fadvise(self._fd, offset, 4 << 20, os.POSIX_FADV_WILLNEED)
         except OSError:
             pass
-
-    def records(self) -> int:
-        """How many record slots the file spans (some may be holes that do not verify)."""
-        if self._fd is None:
-            return 0
-        try:
-            return os.fstat(self._fd).st_size // RECORD_BYTES
-        except OSError:
-            return 0
 
     def close(self) -> None:
         if self._fd is not None:

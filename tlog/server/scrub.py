@@ -56,7 +56,7 @@ from ..tiles import TILE_WIDTH, Tile, TileHashReader
 from .config import ConfigError, LogConfig, check_private_file
 from .handlers import STATE
 from .logs import log_event
-from .pathcache import PathCache, cache_path
+from .pathcache import PathCache, cache_path, log_key
 from .sqlite import ident_key, indexed_size, lhash_key, tile_path_id, tile_tree_id
 from .storage import Head, NewLeaf
 from .treereader import PATH_GROUP, tile_interior, tile_paths
@@ -356,11 +356,11 @@ class _Scrub:
         if self.path_cache_file is None:
             return
         if self._path_cache is None:
-            if not os.path.exists(self.path_cache_file):
+            key = log_key(self.conn)
+            if key is None or not os.path.exists(self.path_cache_file):
                 self.path_cache_file = None
                 return
-            leaf0 = self.one("SELECT leaf FROM leaves WHERE idx = 0")
-            self._path_cache = PathCache(self.path_cache_file, leaf_hash(bytes(leaf0[0])), writable=False)
+            self._path_cache = PathCache(self.path_cache_file, key, writable=False)
         for g, path in enumerate(paths):
             cached = self._path_cache.get(first + g)
             if cached is not None and cached != path:

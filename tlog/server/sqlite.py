@@ -36,7 +36,7 @@ import aiosqlite
 
 from ..hashing import leaf_hash as rfc_leaf_hash
 from ..tiles import TILE_WIDTH, Tile
-from .pathcache import PathCache, cache_path
+from .pathcache import PathCache, cache_path, log_key
 from .storage import (Batch, Head, HeadMovedError, MissingDataError, Storage, StorageError,
                       StorageFailedError, StorageFullError)
 from .treereader import PATH_BYTES, PATH_GROUP, TREE_BYTES, tile_paths
@@ -324,8 +324,9 @@ class SQLiteStorage(Storage):
             # Before COMMIT (tlog/server/pathcache.py, crash ordering): a reader that sees this head
             # finds these records, never older ones.
             cache = self._path_cache(conn) if paths else None
-            for index, group in paths.items() if cache is not None else ():
-                cache.put(tile_path_id(index, 0), group)
+            if cache is not None:
+                for index, group in paths.items():
+                    cache.put(tile_path_id(index, 0), group)
         conn.execute("INSERT INTO checkpoints (size, timestamp_ms, note) VALUES (?,?,?)",
                      (h.size, h.timestamp_ms, h.note))
         if batch.meta:
@@ -418,12 +419,12 @@ class SQLiteStorage(Storage):
         with self._path_cache_lock:
             if self._path_cache_handle is None:
                 try:
-                    row = conn.execute("SELECT leaf FROM leaves WHERE idx = 0").fetchone()
+                    key = log_key(conn)
                 except sqlite3.Error as exc:
                     raise _classify(exc) from exc
-                if row is None:
+                if key is None:
                     return None
-                cache = PathCache(cache_path(self.path), rfc_leaf_hash(bytes(row[0])))
+                cache = PathCache(cache_path(self.path), key)
                 # Asks the kernel to read the file ahead (a few hundred fadvise calls, no copying).
                 threading.Thread(target=cache.prewarm, name="tlog-path-cache-prewarm", daemon=True).start()
                 self._path_cache_handle = cache
