@@ -27,7 +27,8 @@ def test_quick_bench_prints_every_figure():
     table = proc.stdout[proc.stdout.index("figure"):]
     rows = [line for line in table.splitlines()[2:] if line.strip()]
     names = " | ".join(rows)
-    for stage in ("raw: hashlib", "ceiling:", "signed appends (Ed25519", "receipt latency p99", "inclusion proofs over HTTP",
+    for stage in ("raw: hashlib", "ceiling:", "signed appends (Ed25519, 64 writers",
+                  "signed appends (Ed25519, 256 writers", "receipt latency p99", "inclusion proofs over HTTP",
                   "signed appends (P-256)", "tlog audit of", "vs pymerkle", "scale: appends/s",
                   "scale: bytes on disk per entry"):
         assert stage in names, f"no {stage!r} row in:\n{table}"

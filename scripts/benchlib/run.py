@@ -179,22 +179,27 @@ def bench_appends(report: Report, work: str, args, raw: dict) -> dict:
         print(f"  (pre-signed {len(lines):,} entries in {time.perf_counter() - t:.1f} s)", file=sys.stderr)
         bodies = os.path.join(work, "bodies.jsonl")
         write_bodies(bodies, lines)
-        before = server.size()
-        conns = args.connections
-        res = run_wrk(server.url, os.path.join(HERE, "wrk_bodies.lua"), seconds, conns,
-                      {"TLOG_BODIES": bodies})
-        after = server.size()
         # Ceiling: a bare handler that only verifies, on all cores, same requests, same generator.
         keys_file = os.path.join(work, "keys.txt")
         with open(keys_file, "w") as f:
             f.write("\n".join(PrivateKey.from_pem(p).public_key.to_text() for p in pems) + "\n")
-        ceiling = measure_ceiling(keys_file, bodies, min(seconds, 10))
-        report.add("ceiling: bare aiohttp verify-only handler, all cores", ceiling, "req/s")
-        row = report.add(f"signed appends (Ed25519, {conns} writers, durable, acked)", res["rate"], "appends/s",
-                         target=">= 5,000 (goal 8,000)", ratio=f"{res['rate'] / ceiling:.0%} of ceiling",
-                         note=f"{after - before:,} integrated, {res['non2xx']} non-2xx, {seconds:.0f} s")
-        report.add("append latency p50 / p99 at full load", res["p50"] or 0, "ms",
-                   note=f"p99 {res['p99']} ms")
+        res = None
+        for i, conns in enumerate(args.connections):
+            if i:  # fresh entries: a body already appended would be answered as a duplicate
+                lines = presign(origin, pems, expected)
+                write_bodies(bodies, lines)
+            before = server.size()
+            r = run_wrk(server.url, os.path.join(HERE, "wrk_bodies.lua"), seconds, conns, {"TLOG_BODIES": bodies})
+            after = server.size()
+            if i == 0:
+                ceiling = measure_ceiling(keys_file, bodies, min(seconds, 10))
+                report.add("ceiling: bare aiohttp verify-only handler, all cores", ceiling, "req/s")
+            report.add(f"signed appends (Ed25519, {conns} writers, durable, acked)", r["rate"], "appends/s",
+                       target=">= 5,000 (goal 8,000)", ratio=f"{r['rate'] / ceiling:.0%} of ceiling",
+                       note=f"{after - before:,} integrated, {r['non2xx']} non-2xx, {seconds:.0f} s")
+            report.add(f"append latency p50 / p99 at full load, {conns} writers", r["p50"] or 0, "ms",
+                       note=f"p99 {r['p99']} ms")
+            res = r if res is None or r["rate"] > res["rate"] else res
         # Receipts at about half the maximum rate: fewer connections (closed loop), rate reported.
         lines = presign(origin, pems, int(seconds * 6000) + 5000)
         write_bodies(bodies, lines)
@@ -327,6 +332,16 @@ def measure_ceiling(keys_file: str, bodies: str, seconds: float) -> float:
         proc.wait()
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, not {text!r}")
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="tlog benchmarks (prints one table)")
     ap.add_argument("--quick", action="store_true", help="a short run for CI: checks the machinery, "
@@ -334,8 +349,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="length of each load run (default 60; quick 3)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="tlog serve --workers N (default: one per core; 0 = one process)")
-    ap.add_argument("--connections", type=int, default=64,
-                    help="concurrent writers (wrk connections) in the append run (default 64, the issue's minimum)")
+    ap.add_argument("--connections", type=_int_list, default=[64, 256],
+                    help="concurrent writers (wrk connections) of the append runs, a comma list: one run of "
+                         "--seconds each (default 64,256: the issue's minimum and four times it)")
     ap.add_argument("--only", default="", help="comma list of stages: raw,appends,p256,audit,scale,peer")
     ap.add_argument("--scale-entries", type=int, default=0,
                     help="size of the scale log (default 10,000,000; quick 30,000)")
