@@ -126,3 +126,53 @@ async def test_client_errors_pass_through_workers(tmp_path):
                 assert exc.status == 403 and "unknown" in exc.reason
     finally:
         server.stop()
+
+
+def _metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+async def test_metrics_count_every_worker(tmp_path):
+    """With --workers, GET /metrics through any worker answers for the whole server: every worker's
+    appends and requests, the sequencer's batches and gauges; repeated scrapes never go backwards."""
+    data = str(tmp_path / "log")
+    init_log(data)
+    server = start_server(data, extra=("--workers", "2"))
+    try:
+        writer = PrivateKey.generate(KeyType.ED25519)
+        async with LogClient(server.url, log_key=server.vkey) as client:
+            await _register(client, data, writer, "w")
+
+        async def one(n: int):
+            async with LogClient(server.url, log_key=server.vkey) as c:  # a fresh connection: any worker
+                return [await c.append(writer, b"metrics %d %d" % (n, k)) for k in range(3)]
+
+        results = [r for rs in await asyncio.gather(*(one(n) for n in range(20))) for r in rs]
+        assert len(results) == 60
+        size = max(r.checkpoint.size for r in results)
+        await asyncio.sleep(1.5)  # every worker has pushed its counts since (METRICS_PUSH_SECONDS)
+        seen = []
+        for _ in range(8):
+            async with aiohttp.ClientSession() as http:  # a new connection each time: both workers answer
+                async with http.get(server.url + "/metrics") as r:
+                    assert r.status == 200
+                    seen.append(await r.text())
+        for text in seen:
+            assert _metric_sum(text, "tlog_appends_total", outcome="accepted") == 60, text
+            assert _metric_sum(text, "tlog_http_requests_total", route="/v1/entries", status="201") == 60
+            assert _metric_sum(text, "tlog_batch_size_count") >= 1  # counted in the sequencer process
+            assert _metric_sum(text, "tlog_key_events_total", action="register") == 1
+            assert _metric_sum(text, "tlog_tree_size") >= size
+            assert _metric_sum(text, "tlog_writes_stopped") == 0
+        gets = [_metric_sum(t, "tlog_http_requests_total", route="/metrics") for t in seen]
+        assert gets == sorted(gets), gets  # never backwards, whichever worker answers
+    finally:
+        server.stop()

@@ -120,7 +120,8 @@ async def _serve_with_workers(app: web.Application, data_dir: str, host: str, po
         stopped = state.sequencer.stopped
         return f"backlog {state.sequencer.backlog()}" + (f"; writes stopped: {stopped}" if stopped else "")
 
-    server = SequencerServer(path, state.sequencer.enqueue, status, complete=state.with_proof)
+    server = SequencerServer(path, state.sequencer.enqueue, status, complete=state.with_proof,
+                             metrics=state.metrics.render_merged)
     await server.start()
     try:
         await supervise(data_dir, host, port, workers, path, ready, stop)

@@ -257,7 +257,7 @@ async def get_key_timeline(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    return web.Response(body=_state(request).metrics.render(),
+    return web.Response(body=await _state(request).metrics_text(),
                         headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"})
 
 

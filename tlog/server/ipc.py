@@ -19,7 +19,9 @@ the proof is there, and the 32-byte root; status 1 is an error with a uint16 kin
 The proof is the entry's inclusion proof in that checkpoint, made by the sequencer process from the
 tree it holds in memory, so a worker needs no database read to answer an append.  A submission with
 kind 3 asks for the sequencer's status (backlog, and why writes are stopped, if they are); its answer
-has status 2 and the text.
+has status 2 and the text.  Kinds 4 and 5 carry a worker's metrics snapshot (one byte string,
+tlog/server/metrics.py): 4 only stores it (the answer is status 2 with no text), 5 stores it and asks
+for the merged Prometheus text of every process (status 2, the text).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ _MAX_FRAME = 1 << 24
 _MAX_COUNT = 0xFFFF
 #: A frame is closed once it holds this many bytes (a single larger message still gets a frame).
 _FRAME_TARGET = 1 << 20
-KIND_EVENT, KIND_OPERATOR, KIND_STATUS = 1, 2, 3
+KIND_EVENT, KIND_OPERATOR, KIND_STATUS, KIND_METRICS_PUSH, KIND_METRICS = 1, 2, 3, 4, 5
 
 
 # Errors that cross the socket, by wire number.  Anything else is an internal error on the other side.
@@ -195,6 +197,8 @@ Enqueue = Callable[[Pending, int], Awaitable[Integrated]]
 #: ``complete(result)``: adds the inclusion proof to a result that has none (duplicates).
 Complete = Callable[[Integrated], Awaitable[Integrated]]
 Status = Callable[[], str]
+#: ``metrics(snapshots)``: the Prometheus text of this process with the workers' snapshots added in.
+RenderMetrics = Callable[[list[bytes]], bytes]
 
 
 class _Outbox:
@@ -219,11 +223,17 @@ class _Outbox:
 class SequencerServer:
     """In the sequencer process: accepts worker connections and queues their entries."""
 
-    def __init__(self, path: str, enqueue: Enqueue, status: Status, complete: Complete | None = None):
+    def __init__(self, path: str, enqueue: Enqueue, status: Status, complete: Complete | None = None,
+                 metrics: RenderMetrics | None = None):
         self.path = path
         self._enqueue = enqueue
         self._status = status
         self._complete = complete
+        self._metrics = metrics
+        # The latest metrics snapshot of each worker connection, kept after it closes (a scrape's
+        # counters never go backwards).
+        self._snapshots: dict[int, bytes] = {}
+        self._connections = itertools.count()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -244,19 +254,29 @@ class SequencerServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         out = _Outbox(writer)
+        conn = next(self._connections)
         try:
             while True:
                 for message in decode_frame(await _read_frame(reader)):
-                    self._one(message, out)
+                    self._one(message, out, conn)
         except (asyncio.IncompleteReadError, ConnectionError, FormatError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
 
-    def _one(self, message: bytes, out: _Outbox) -> None:
+    def _one(self, message: bytes, out: _Outbox, conn: int = 0) -> None:
         req_id = struct.unpack_from(">I", message)[0] if len(message) >= 4 else 0
         try:
+            if len(message) >= _SUB.size and message[4] in (KIND_METRICS_PUSH, KIND_METRICS):
+                self._snapshots[conn], _ = _take(memoryview(message), _SUB.size)
+                text = b""
+                if message[4] == KIND_METRICS:
+                    if self._metrics is None:
+                        raise FormatError("this sequencer process keeps no metrics")
+                    text = self._metrics(list(self._snapshots.values()))
+                out.put(struct.pack(">IBH", req_id, 2, 0) + text)
+                return
             req_id, kind, rate, pending = decode_submission(message)
             if pending is None:
                 out.put(encode_status(req_id, self._status()))
@@ -346,3 +366,14 @@ class SequencerClient:
 
     async def status(self) -> str:
         return await self._request(lambda i: _SUB.pack(i, KIND_STATUS, 0))
+
+    async def push_metrics(self, snapshot: bytes) -> None:
+        """Hand this worker's metrics snapshot to the sequencer process (tlog/server/metrics.py)."""
+        await self._request(lambda i: _SUB.pack(i, KIND_METRICS_PUSH, 0) + _bytes(snapshot))
+
+    async def metrics(self, snapshot: bytes) -> bytes:
+        """The Prometheus text of every process, this worker's ``snapshot`` included."""
+        result = await self._request(lambda i: _SUB.pack(i, KIND_METRICS, 0) + _bytes(snapshot))
+        if isinstance(result, Exception):
+            raise result
+        return result.encode()

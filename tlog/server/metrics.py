@@ -6,14 +6,24 @@ and payload reads, the sequencer's ``on_batch`` hook for what was integrated, th
 for HTTP requests); gauges are read from the log when scraped.  Label values are bounded: key ids
 come from the registry (an unregistered key is ``unknown``), token ids from the tokens table, routes
 are route templates.
+
+With ``tlog serve --workers N`` every process counts what it does (the workers HTTP requests and
+appends, the sequencer process batches, key events, erasures, retention), and ``GET /metrics``, on
+whichever worker the request lands, answers with the sum: each worker sends a :meth:`Metrics.snapshot`
+of its counters and histograms to the sequencer process once a second and with every scrape, and the
+sequencer process adds them to its own (:meth:`Metrics.render_merged`).  Gauges are the sequencer
+process's (the tree size, the backlog and whether writes are stopped are known there).  A worker's
+counts are at most a second old in a scrape through another worker; they never go backwards.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
+from prometheus_client.core import Metric
 
 from ..entry import Erasure, KeyEvent, Leaf, decode_body
 from ..errors import TlogError
@@ -146,3 +156,67 @@ class Metrics:
 
     def render(self) -> bytes:
         return exposition.generate_latest(self.registry)
+
+    def snapshot(self) -> bytes:
+        """This process's counters and histograms (not gauges), for :meth:`render_merged` in another
+        process: JSON ``[[sample name, {label: value}, value], ...]`` (``_created`` samples left out)."""
+        out = []
+        for family in self.registry.collect():
+            if family.type not in _SUMMED:
+                continue
+            out.extend([s.name, s.labels, s.value] for s in family.samples if not s.name.endswith("_created"))
+        return json.dumps(out, separators=(",", ":")).encode()
+
+    def render_merged(self, snapshots: Iterable[bytes]) -> bytes:
+        """This registry's text with the counters and histograms of ``snapshots`` added in (the
+        sequencer process answering a worker's scrape).  A snapshot that does not parse is a
+        :class:`ValueError` (both ends are this code: a broken one is a bug, not input)."""
+        extra: dict[tuple[str, tuple], float] = {}
+        for raw in snapshots:
+            for name, labels, value in json.loads(raw):
+                key = (name, tuple(sorted(labels.items())))
+                extra[key] = extra.get(key, 0.0) + float(value)
+        families = []
+        for family in self.registry.collect():
+            merged = Metric(family.name, family.documentation, family.type, family.unit)
+            if family.type in _SUMMED:
+                values: dict[tuple[str, tuple], float] = {}
+                for s in family.samples:
+                    if not s.name.endswith("_created"):
+                        values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+                prefix = family.name + "_"
+                for key, value in extra.items():
+                    if key[0].startswith(prefix) and key[0][len(prefix):] in _SUFFIXES[family.type]:
+                        values[key] = values.get(key, 0.0) + value
+                for (name, labels), value in sorted(values.items(), key=_sample_order):
+                    merged.add_sample(name, dict(labels), value)
+            else:
+                merged.samples = list(family.samples)
+            families.append(merged)
+        registry = CollectorRegistry()
+        registry.register(_Fixed(families))
+        return exposition.generate_latest(registry)
+
+
+_SUMMED = ("counter", "histogram")
+_SUFFIXES = {"counter": ("total",), "histogram": ("bucket", "count", "sum")}
+
+
+def _sample_order(item: tuple[tuple[str, tuple], float]) -> tuple:
+    """Samples of a family grouped by labels (without ``le``), buckets in ascending ``le``, then
+    ``_count`` and ``_sum``: the order prometheus-client itself writes."""
+    (name, labels), _ = item
+    rest = tuple((k, v) for k, v in labels if k != "le")
+    le = dict(labels).get("le")
+    bound = float(le) if le is not None else float("inf")
+    return (rest, 0 if name.endswith("_bucket") else 1 if name.endswith("_count") else 2, bound, name)
+
+
+class _Fixed:
+    """A collector that yields the given metric families (for rendering a merged view)."""
+
+    def __init__(self, families: list[Metric]):
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families

@@ -106,6 +106,8 @@ class LogState:
         self.metrics.bind(lambda: self.sequencer.head, clock_ms, self.sequencer.backlog,
                           lambda: self.sequencer.stopped is not None)
         self.sequencer.on_batch.append(self.metrics.on_batch)
+        if hasattr(self.sequencer, "metrics_snapshot"):  # an HTTP worker: counts go to the sequencer process
+            self.sequencer.metrics_snapshot = self.metrics.snapshot
 
     @classmethod
     async def open(cls, data_dir: str, clock_ms: Callable[[], int] | None = None,
@@ -256,6 +258,14 @@ class LogState:
                 await refresh()
                 head = self.head
         return head
+
+    async def metrics_text(self) -> bytes:
+        """``GET /metrics``: this process's registry, or in an HTTP worker the sum over every process of
+        ``tlog serve --workers N``, rendered by the sequencer process (tlog/server/metrics.py)."""
+        client = getattr(self.sequencer, "client", None)
+        if client is None:
+            return self.metrics.render()
+        return await client.metrics(self.metrics.snapshot())
 
     async def latest_head(self) -> Head:
         """The newest committed head.  In an HTTP worker process it is read from storage, so that

@@ -39,6 +39,9 @@ __all__ = ["RemoteSequencer", "supervise"]
 
 log = logging.getLogger("tlog.workers")
 
+#: How often a worker hands its metrics to the sequencer process (a scrape also sends them).
+METRICS_PUSH_SECONDS = 1.0
+
 
 class RemoteSequencer:
     """The sequencer as a worker process sees it: same attributes the handlers use, writes over IPC."""
@@ -51,6 +54,9 @@ class RemoteSequencer:
         self.stopped: Exception | None = None
         self.batches = 0
         self.on_batch: list[Callable[[list[NewLeaf], Head], None]] = []
+        #: This worker's metrics snapshot (set by LogState), pushed to the sequencer process about once
+        #: a second so that a scrape through any worker counts every worker (tlog/server/metrics.py).
+        self.metrics_snapshot: Callable[[], bytes] | None = None
         self._poll_seconds = poll_seconds
         self._task: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
@@ -78,13 +84,22 @@ class RemoteSequencer:
         await self.client.close()
 
     async def _poll(self) -> None:
-        """Follow the head (appends through other workers) so /checkpoint and proofs stay fresh."""
+        """Follow the head (appends through other workers) so /checkpoint and proofs stay fresh, and
+        push this worker's metrics snapshot about once a second."""
+        loop = asyncio.get_running_loop()
+        pushed = loop.time()
         while True:
             await asyncio.sleep(self._poll_seconds)
             try:
                 await self.refresh()
             except Exception as exc:  # a read failure is logged and retried; reads report their own errors
                 log.warning("head refresh failed: %s", exc)
+            if self.metrics_snapshot is not None and loop.time() - pushed >= METRICS_PUSH_SECONDS:
+                pushed = loop.time()
+                try:
+                    await self.client.push_metrics(self.metrics_snapshot())
+                except Exception as exc:  # the sequencer process gone: writes report it; logged here
+                    log.warning("metrics push failed: %s", exc)
 
     async def refresh(self) -> None:
         """Read the stored head; replay the operator entries between the registry's size and it.
