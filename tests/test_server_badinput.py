@@ -217,6 +217,22 @@ async def test_consistency_parameters(world, query):
     await expect(http, "GET", f"{server.url}/v1/proofs/consistency?{query}", 400)
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/proofs/inclusion?index=1&tree_size=2&index=0",
+    "/v1/proofs/consistency?first=1&second=2&second=2",
+    "/v1/entries?limit=5&limit=6",
+    "/v1/checkpoint/cosigned?cosigned=1&cosigned=0",
+    "/checkpoint?x=1&x=1",
+])
+async def test_repeated_query_parameter_is_400(world, path):
+    """Which of two values counts would be the server's choice (spec/http-api.md): refused everywhere."""
+    server, _, _, http = world
+    await expect(http, "GET", server.url + path, 400, contains="more than once")
+    once = path.rsplit("&", 1)[0]  # the same request without the repeat is not refused for it
+    async with http.get(server.url + once) as r:
+        assert r.status != 400 or "more than once" not in await r.text()
+
+
 async def test_reads_of_missing_things(world):
     server, _, _, http = world
     await expect(http, "GET", server.url + "/v1/entries/999999", 404)

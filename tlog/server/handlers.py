@@ -70,6 +70,8 @@ def _json_error(status: int, message: str, headers: dict[str, str] | None = None
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     try:
+        if request.query_string:
+            _check_query(request)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -92,6 +94,15 @@ async def error_middleware(request: web.Request, handler):
 
 
 # -- parameter parsing -----------------------------------------------------------------------------
+
+def _check_query(request: web.Request) -> None:
+    """Every query parameter at most once (spec/http-api.md): with a repeat, which value counts would be
+    this server's choice, and a proxy or cache in front of it may choose the other."""
+    query = request.query  # a multidict: its length counts repeated names
+    if len(query) != len(set(query)):
+        name = next(k for k in query if len(query.getall(k)) > 1)
+        raise FormatError(f"query parameter {name[:40]!r} is given more than once")
+
 
 def _int_param(request: web.Request, name: str) -> int:
     raw = request.query.get(name)
