@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -21,12 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from tlog.client import LogClient  # noqa: E402
 from tlog.entry import EventEntry, payload_commitment, register_event, sign_entry  # noqa: E402
 from tlog.keys import KeyType, PrivateKey  # noqa: E402
+from tlog.note import encode_base64 as _b64  # noqa: E402
 
 DAY = 86_400_000
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
 
 
 async def register_writers(url: str, vkey: str, data: str, n: int, key_type: KeyType) -> list[bytes]:

@@ -89,7 +89,7 @@ class _AccessLines:
         # The object json.dumps(…, separators=(",", ":")) would write, keys in the same order, with
         # only the strings encoded by json (a third of the cost of dumping the dict).
         parts = [f'{{"ts":"{_iso_now()}","level":"info","logger":"{_access.name}","event":"request",'
-                 f'"request_id":{_json_str(request_id)}']
+                 f'"request_id":{json_str(request_id)}']
         for name, value in fields.items():
             parts.append(f'"{name}":{_json_value(value)}')
         self._lines.append(",".join(parts) + "}")
@@ -114,12 +114,13 @@ class _AccessLines:
             handler.release()
 
 
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+#: A str as a JSON string literal, quotes included: what json.dumps writes for it (ASCII, escaped).
+json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def _json_value(value: Any) -> str:
     if isinstance(value, str):
-        return _json_str(value)
+        return json_str(value)
     if type(value) is int:
         return str(value)
     if type(value) is float and math.isfinite(value):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..checkpoint import Checkpoint, sign_checkpoint
-from ..entry import EventEntry, Leaf, decode_body
+from ..entry import Leaf, decode_body
 from ..errors import InvariantError, TlogError
 from ..hashing import HASH_SIZE
 from ..note import Signer

@@ -6,7 +6,6 @@ Everything the handlers do that is not HTTP lives here, so handlers stay thin.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import time
@@ -19,9 +18,9 @@ from ..errors import FormatError, InvariantError, KeyRegistryError, ProofError
 from ..hashing import HASH_SIZE
 from ..note import Signer, encode_base64
 from ..tlogproof import TlogProof, format_head
-from .config import DAY_MS, LogConfig, check_private_file
+from .config import LogConfig, check_private_file
 from .erasure import Purger
-from .logs import log_event
+from .logs import json_str, log_event
 from .metrics import Metrics
 from .sequencer import Integrated, Pending, RateLimitedError, Sequencer
 from .sqlite import SQLiteStorage, open_storage
@@ -76,12 +75,9 @@ class Receipt:
                 f'"duplicate":{"true" if self.duplicate else "false"},"receipt":"{text}"}}').encode()
 
 
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # what json.dumps uses
-
-
 @functools.lru_cache(maxsize=16)
 def _json_note(note: bytes) -> str:
-    return _json_str(note.decode())
+    return json_str(note.decode())
 
 
 class LogState:
