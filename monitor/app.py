@@ -43,10 +43,21 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _check_query(request: web.Request) -> None:
+    """Every query parameter at most once (spec/monitor.md): which of two ``origin`` values counts would
+    otherwise be this monitor's choice."""
+    query = request.query  # a multidict: its length counts repeated names
+    if len(query) != len(set(query)):
+        name = next(k for k in query if len(query.getall(k)) > 1)
+        raise BadInput(f"query parameter {name[:40]!r} is given more than once")
+
+
 @web.middleware
 async def error_middleware(request: web.Request,
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
+        if request.query_string:
+            _check_query(request)
         return await handler(request)
     except Conflict as exc:  # tlog-witness: 409 carries the known size, text/x.tlog.size
         return web.Response(status=409, body=format_size(exc.known_size), headers={"Content-Type": SIZE_CONTENT_TYPE})

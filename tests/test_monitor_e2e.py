@@ -158,6 +158,9 @@ async def test_honest_log_with_gossiping_monitors_raises_nothing(tmp_path):
                 note = item["checkpoint"].encode()
             async with http.get(f"{m2.url}/gossip/checkpoint?origin={quote(ORIGIN, safe='')}") as r:
                 assert r.status == 200 and await r.read() == note
+            twice = f"origin={quote(ORIGIN, safe='')}&origin=example.com%2Fother"
+            async with http.get(f"{m2.url}/gossip/checkpoint?{twice}") as r:  # which would count?
+                assert r.status == 400 and "more than once" in (await r.json())["error"]
             async with http.post(f"{m2.url}/gossip", data=note) as r:
                 assert r.status == 200 and (await r.json())["verdict"] == "old-same-history"
             forged = note.replace(note.split(b"\n")[2], base64.b64encode(bytes(32)))
