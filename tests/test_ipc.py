@@ -45,6 +45,17 @@ def test_result_and_error_round_trip():
     assert isinstance(other, RuntimeError) and "boom" in str(other)
 
 
+def test_truncated_or_malformed_answer_is_a_format_error():
+    head = Head(10, b"r" * 32, 1234, b"note\n")
+    good = ipc.encode_result(4, Integrated(9, b"leaf", head, proof=(b"a" * 32, b"b" * 32)))
+    for cut in range(14, len(good)):  # every truncation after the fixed header
+        with pytest.raises(FormatError):
+            ipc.decode_result(good[:cut])
+    odd = ipc.encode_result(4, Integrated(9, b"leaf", head, proof=(b"a" * 31,)))  # not a list of hashes
+    with pytest.raises(FormatError):
+        ipc.decode_result(odd)
+
+
 async def test_live_socket_many_in_flight(tmp_path):
     path = str(tmp_path / "seq.sock")
     head = Head(1, b"\0" * 32, 1, b"n\n")
