@@ -558,3 +558,19 @@ def test_fuzz_key_strings(text):
             parse(text)
         except FormatError:
             pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=600))
+def test_signatures_are_the_rfc8032_ones_cryptography_makes(seed, message):
+    """Signer signs with libsodium (faster); Ed25519 is deterministic, so the bytes must be exactly
+    those of `cryptography`'s key from the same seed, and they verify under the public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tlog.cosignature import CosignatureSigner
+
+    reference = Ed25519PrivateKey.from_private_bytes(seed)
+    for key in (Signer.generate("example.com/log", seed), CosignatureSigner.generate("example.com/w", seed)):
+        assert key._ed25519_sign(message) == reference.sign(message)
+    sig = Signer.generate("example.com/log", seed).sign(message)
+    reference.public_key().verify(sig, message)  # raises if not

@@ -107,7 +107,7 @@ class CosignatureSigner(NamedKey):
     def timestamped_signature(self, checkpoint_text: str, timestamp: int) -> bytes:
         """The ``timestamped_signature``: u64 big-endian timestamp || Ed25519 signature (72 bytes)."""
         message = cosignature_message(checkpoint_text, timestamp)
-        return timestamp.to_bytes(8, "big") + self._private_key.sign(message)
+        return timestamp.to_bytes(8, "big") + self._ed25519_sign(message)
 
     def cosign(self, checkpoint_text: str, timestamp: int) -> str:
         """The note signature line ``— <name> base64(key ID || timestamp || signature)\\n``."""

@@ -17,6 +17,10 @@ Two key types:
 
 Key id (spec/keys.md): SHA-256("tlog-key-id-v1" || 0x00 || type byte || raw).
 
+:func:`ed25519_sign` is libsodium's Ed25519 signing for the signed-note keys (tlog/note.py): RFC 8032
+signatures are deterministic, so it makes the bytes ``cryptography`` makes, in half the time; this module
+is the one place PyNaCl is used (tests/test_imports.py).
+
 Pure: no I/O, no clock, no randomness except in :meth:`PrivateKey.generate`, which delegates to
 ``cryptography``.
 """
@@ -34,12 +38,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from nacl.bindings import crypto_sign_open
+from nacl.bindings import crypto_sign, crypto_sign_open
 from nacl.exceptions import CryptoError
 
 from tlog.errors import FormatError, InvariantError, SignatureError
 
 __all__ = [
+    "ed25519_sign",
     "KeyType",
     "PublicKey",
     "PrivateKey",
@@ -50,6 +55,14 @@ __all__ = [
     "encode_der_signature",
     "decode_der_signature",
 ]
+
+
+def ed25519_sign(secret: bytes, message: bytes) -> bytes:
+    """The 64-byte RFC 8032 Ed25519 signature of ``message`` under ``secret``, libsodium's 64-byte
+    secret key (the 32-byte seed, then the 32-byte public key)."""
+    if len(secret) != 64:
+        raise FormatError(f"Ed25519 secret key is {len(secret)} bytes, want 64 (seed || public key)")
+    return crypto_sign(message, secret)[:64]
 
 KEY_ID_SIZE = 32
 ED25519_SIGNATURE_SIZE = 64

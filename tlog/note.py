@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tlog.errors import FormatError, InvariantError, SignatureError
+from tlog.keys import ed25519_sign
 
 __all__ = [
     "KEY_TYPE_ED25519",
@@ -223,6 +224,13 @@ class NamedKey:
         self._private_key = private_key
         self._public_key = _raw_public_key(private_key)
         self._key_id = compute_key_id(self._name, self.key_type, self._public_key)
+        # libsodium's secret key (seed || public key) for tlog.keys.ed25519_sign: the bytes
+        # `cryptography` makes, in half the time (the sequencer signs every batch).
+        self._sodium_key = _raw_seed(private_key) + self._public_key
+
+    def _ed25519_sign(self, message: bytes) -> bytes:
+        """The 64-byte RFC 8032 Ed25519 signature of ``message``."""
+        return ed25519_sign(self._sodium_key, message)
 
     @property
     def name(self) -> str:
@@ -282,7 +290,7 @@ class Signer(NamedKey):
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``message`` (the note text, UTF-8)."""
-        return self._private_key.sign(message)
+        return self._ed25519_sign(message)
 
     def verifier(self) -> Verifier:
         """The :class:`Verifier` for this signer's public key."""
