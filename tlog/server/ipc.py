@@ -299,12 +299,12 @@ class SequencerServer:
         try:
             if len(message) >= _SUB.size and message[4] in (KIND_METRICS_PUSH, KIND_METRICS):
                 self._snapshots[conn], _ = _take(memoryview(message), _SUB.size)
-                text = b""
+                text = ""
                 if message[4] == KIND_METRICS:
                     if self._metrics is None:
                         raise FormatError("this sequencer process keeps no metrics")
-                    text = self._metrics(list(self._snapshots.values()))
-                out.put(struct.pack(">IBH", req_id, 2, 0) + text)
+                    text = self._metrics(list(self._snapshots.values())).decode()
+                out.put(encode_status(req_id, text))
                 return
             req_id, kind, rate, pending = decode_submission(message)
             if pending is None:
