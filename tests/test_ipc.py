@@ -84,6 +84,44 @@ async def test_live_socket_many_in_flight(tmp_path):
         await server.close()
 
 
+async def test_metrics_snapshots_from_every_connection_are_merged(tmp_path):
+    """Kinds 4 and 5: a push is stored, a scrape stores its own snapshot and gets the text rendered
+    from the latest snapshot of every connection; a server wired without metrics answers a scrape
+    with an internal error (a 500 at the worker), never a client error."""
+    path = str(tmp_path / "seq.sock")
+    seen: list[list[bytes]] = []
+
+    def render(snapshots: list[bytes]) -> bytes:
+        seen.append(sorted(snapshots))
+        return b"merged " + b"+".join(sorted(snapshots))
+
+    server = ipc.SequencerServer(path, None, lambda: "", metrics=render)
+    await server.start()
+    a, b = ipc.SequencerClient(path), ipc.SequencerClient(path)
+    await a.connect()
+    await b.connect()
+    try:
+        await a.push_metrics(b"a1")
+        assert await b.metrics(b"b1") == b"merged a1+b1"
+        await a.push_metrics(b"a2")  # a newer snapshot replaces the connection's older one
+        assert await a.metrics(b"a3") == b"merged a3+b1"
+        assert seen == [[b"a1", b"b1"], [b"a3", b"b1"]]  # a push renders nothing
+    finally:
+        await a.close()
+        await b.close()
+        await server.close()
+    bare = ipc.SequencerServer(path, None, lambda: "")
+    await bare.start()
+    c = ipc.SequencerClient(path)
+    await c.connect()
+    try:
+        with pytest.raises(RuntimeError, match="keeps no metrics"):
+            await c.metrics(b"c")
+    finally:
+        await c.close()
+        await bare.close()
+
+
 async def test_sequencer_process_gone(tmp_path):
     path = str(tmp_path / "seq.sock")
     never = asyncio.Event()

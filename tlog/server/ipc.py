@@ -302,7 +302,7 @@ class SequencerServer:
                 text = ""
                 if message[4] == KIND_METRICS:
                     if self._metrics is None:
-                        raise FormatError("this sequencer process keeps no metrics")
+                        raise RuntimeError("this sequencer process keeps no metrics")  # a wiring bug: 500
                     text = self._metrics(list(self._snapshots.values())).decode()
                 out.put(encode_status(req_id, text))
                 return
