@@ -58,14 +58,16 @@ def _bytes(*parts: bytes) -> bytes:
     return b"".join(_LEN.pack(len(p)) + p for p in parts)
 
 
-def _take(buf: memoryview, pos: int) -> tuple[bytes, int]:
-    if pos + 4 > len(buf):
+def _take(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The byte string at ``pos`` (uint32 length, then the bytes) and the position after it.  Slicing
+    the bytes copies once, as ``bytes(memoryview[...])`` would, without the view."""
+    if pos + 4 > len(data):
         raise FormatError("truncated message")
-    (n,) = _LEN.unpack_from(buf, pos)
-    pos += 4
-    if pos + n > len(buf):
+    (n,) = _LEN.unpack_from(data, pos)
+    end = pos + 4 + n
+    if end > len(data):
         raise FormatError("truncated message")
-    return bytes(buf[pos:pos + n]), pos + n
+    return data[pos + 4:end], end
 
 
 def encode_frames(messages: list[bytes]) -> list[bytes]:
@@ -99,9 +101,9 @@ def decode_frame(frame: bytes) -> list[bytes]:
     if len(frame) < 2:
         raise FormatError("truncated frame")
     (count,) = _COUNT.unpack_from(frame)
-    buf, pos, out = memoryview(frame), 2, []
+    pos, out = 2, []
     for _ in range(count):
-        message, pos = _take(buf, pos)
+        message, pos = _take(frame, pos)
         out.append(message)
     if pos != len(frame):
         raise FormatError("trailing bytes after the last message")
@@ -129,13 +131,13 @@ def decode_submission(message: bytes) -> tuple[int, int, int, Pending | None]:
         return req_id, kind, rate, None
     if kind not in (KIND_EVENT, KIND_OPERATOR):
         raise FormatError(f"unknown submission kind {kind}")
-    buf, pos = memoryview(message), _SUB.size
-    body, pos = _take(buf, pos)
-    sig, pos = _take(buf, pos)
-    ident, pos = _take(buf, pos)
-    key_id, pos = _take(buf, pos)
-    salt, pos = _take(buf, pos)
-    payload, pos = _take(buf, pos)
+    pos = _SUB.size
+    body, pos = _take(message, pos)
+    sig, pos = _take(message, pos)
+    ident, pos = _take(message, pos)
+    key_id, pos = _take(message, pos)
+    salt, pos = _take(message, pos)
+    payload, pos = _take(message, pos)
     event = kind == KIND_EVENT
     p = Pending(body, sig, ident, key_id=key_id or None, salt=salt if event else None,
                 payload=payload if event else None, operator=not event)
@@ -157,9 +159,9 @@ def decode_result(message: bytes, heads: dict[bytes, Head] | None = None) -> tup
         text = message[7:].decode("utf-8", "replace")
         return req_id, _make_error(kind, text)
     index, dup = struct.unpack_from(">QB", message, 5)
-    leaf, pos = _field(message, 14)
-    note, pos = _field(message, pos)
-    proof, pos = _field(message, pos)
+    leaf, pos = _take(message, 14)
+    note, pos = _take(message, pos)
+    proof, pos = _take(message, pos)
     if pos + _TAIL.size + 32 > len(message):
         raise FormatError("truncated message")
     size, ts, has_proof = _TAIL.unpack_from(message, pos)
@@ -174,18 +176,6 @@ def decode_result(message: bytes, heads: dict[bytes, Head] | None = None) -> tup
 
 _ID_STATUS = struct.Struct(">IB")
 _HASHES: dict[int, struct.Struct] = {}
-
-
-def _field(message: bytes, pos: int) -> tuple[bytes, int]:
-    """The byte string at ``pos`` (uint32 length, bytes) and the position after it: :func:`_take`
-    without the memoryview, for the answers a worker reads once per append."""
-    if pos + 4 > len(message):
-        raise FormatError("truncated message")
-    (n,) = _LEN.unpack_from(message, pos)
-    end = pos + 4 + n
-    if end > len(message):
-        raise FormatError("truncated message")
-    return message[pos + 4:end], end
 
 
 def _split_hashes(proof: bytes) -> tuple[bytes, ...]:
@@ -298,7 +288,7 @@ class SequencerServer:
         req_id = struct.unpack_from(">I", message)[0] if len(message) >= 4 else 0
         try:
             if len(message) >= _SUB.size and message[4] in (KIND_METRICS_PUSH, KIND_METRICS):
-                self._snapshots[conn], _ = _take(memoryview(message), _SUB.size)
+                self._snapshots[conn], _ = _take(message, _SUB.size)
                 text = ""
                 if message[4] == KIND_METRICS:
                     if self._metrics is None:
