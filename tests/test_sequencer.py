@@ -288,25 +288,57 @@ def test_ident_key_clusters_by_the_writers_time_and_keeps_twins_together():
     ident = bytes(range(32))
     t = 1_800_000_000_000
     assert ident_key(ident, t) == ident_key(ident, t)  # twins: same body, same identity and time
-    later = [ident_key(os.urandom(32), t + 4096 * k) for k in range(1, 50)]
-    assert later == sorted(later) and later[0] > ident_key(b"\xff" * 32, t)  # grows with time
-    assert all(0 <= ident_key(os.urandom(32), ms) < 2**63 for ms in (0, t, 2**64 - 1))
+    later = [ident_key(os.urandom(32), t + k) for k in range(1, 50)]
+    assert later == sorted(later) and later[0] > ident_key(b"\xff" * 32, t)  # grows with every millisecond
+    assert ident_key(ident, t) >> 21 == t and ident_key(ident, t) & 0x1FFFFF == 0x000102 >> 3
+    assert all(0 <= ident_key(os.urandom(32), ms) < 2**63 for ms in (0, t, 2**42 - 1, 2**64 - 1))
     assert ident_key(ident, t, b"1") == int.from_bytes(ident[:8], "big", signed=True)
+    # scheme "2" (databases of the previous release): 4,096-ms buckets over the identity's 4 bytes
+    assert ident_key(ident, t, b"2") == ((t >> 12) << 32) | 0x00010203
+    assert ident_key(ident, t + 4095 - t % 4096, b"2") == ident_key(ident, t, b"2")
 
 
-async def test_databases_with_the_old_index_scheme_still_deduplicate_and_find_leaf_hashes(log):
-    """A database written before the clustered keys (no meta index_scheme) keeps its derivation."""
+@pytest.mark.parametrize("scheme", [b"1", b"2"])
+async def test_databases_with_the_old_index_scheme_still_deduplicate_and_find_leaf_hashes(log, scheme):
+    """A database of an older release (meta index_scheme "2", or none: "1") keeps its derivation."""
     import sqlite3
 
+    from tlog.server.sqlite import ident_key
+
     seq, storage, clock, writer, data = log
-    storage._inner.index_scheme = b"1"  # as open_storage reads it from such a database
+    storage._inner.index_scheme = scheme  # as open_storage reads it from such a database
     p = event_pending(writer, clock.now, b"old")
     first = await seq.submit(p)
     conn = sqlite3.connect(storage.path)
     (stored,) = conn.execute("SELECT ident FROM leaves WHERE idx = ?", (first.index,)).fetchone()
     conn.close()
-    assert stored == int.from_bytes(p.identity[:8], "big", signed=True)
+    assert stored == ident_key(p.identity, clock.now, scheme) != ident_key(p.identity, clock.now)
     again = await seq.submit(Pending(p.body, p.signature, p.identity, key_id=p.key_id, salt=p.salt,
                                      payload=p.payload))
     assert again.duplicate and again.index == first.index
     assert await storage.find_leaf_hash(Leaf.decode(first.leaf).hash()) == first.index
+
+
+@pytest.mark.parametrize("scheme, opens", [(b"2", True), (b"3", True), (b"9", False)])
+async def test_open_storage_keeps_the_databases_index_scheme_and_refuses_an_unknown_one(tmp_path, scheme, opens):
+    import sqlite3
+
+    from tlog.server.storage import StorageError
+
+    data = str(tmp_path / "log")
+    await init_log(data, ORIGIN, clock_ms=Clock(1_800_000_000_000))
+    path = os.path.join(data, "log.db")
+    conn = sqlite3.connect(path)
+    with conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'index_scheme'").fetchone() == (b"3",)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'index_scheme'", (scheme,))
+    conn.close()
+    if not opens:
+        with pytest.raises(StorageError, match="unsupported index scheme"):
+            await open_storage(path)
+        return
+    storage = await open_storage(path)
+    try:
+        assert storage.index_scheme == scheme
+    finally:
+        await storage.close()

@@ -119,27 +119,35 @@ def _prefix_int(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-#: meta ``index_scheme``: how the ``ident`` and ``lhash`` columns are derived.  "2" (every database
-#: ``tlog init`` makes now): :func:`ident_key` and :func:`lhash_key`; absent: "1", the first 8 bytes of
-#: the identity and of the leaf hash.
-INDEX_SCHEME = b"2"
+#: meta ``index_scheme``: how the ``ident`` and ``lhash`` columns are derived.  "3" (every database
+#: ``tlog init`` makes now): :func:`ident_key` and :func:`lhash_key`; "2": the same but ``ident`` with the
+#: writer's time in buckets of 4,096 ms; absent: "1", the first 8 bytes of the identity and of the leaf
+#: hash.  A database keeps the scheme it was made with.
+INDEX_SCHEME = b"3"
 
 #: Leaves per part of the ``lhash`` index (see :func:`lhash_key`).
 LHASH_PART_BITS = 16
 
 
 def ident_key(identity: bytes, entry_ms: int, scheme: bytes = INDEX_SCHEME) -> int:
-    """The ``ident`` column: the deduplication key of an entry, ``(entry_ms // 4096) mod 2**31`` in the
-    high 32 bits and the identity's first 4 bytes in the low 32.
+    """The ``ident`` column: the deduplication key of an entry, ``entry_ms mod 2**42`` (until the
+    year 2109) in the high 42 bits of 63 and the identity's first 21 bits in the low 21.
 
     ``entry_ms`` is the writer's own timestamp inside the body, so twins (same body, same identity)
-    share it and meet in the same key.  Keys grow with time, so a batch's inserts land in the few
-    right-most pages of the index instead of one random page per entry (a B-tree keyed by a hash costs
-    a page write per insert once it outgrows a batch).  A key collision is harmless: every hit is
-    confirmed against the stored leaf."""
+    share it and meet in the same key.  Keys grow with the writers' time, so a batch's inserts land in
+    the one or two right-most pages of the index instead of one page per entry: a B-tree keyed by a
+    hash costs a page write per insert once it outgrows a batch.  (Scheme "2" kept the identity's
+    first 4 bytes under 4,096-ms buckets: a batch of 19 still wrote about 17 of a bucket's ~100
+    pages.)  A key collision is harmless: every hit is confirmed against the stored leaf."""
     if scheme == b"1":
         return _prefix_int(identity)
-    return (((entry_ms >> 12) & 0x7FFFFFFF) << 32) | int.from_bytes(identity[:4], "big")
+    if scheme == b"2":
+        return (((entry_ms >> 12) & 0x7FFFFFFF) << 32) | int.from_bytes(identity[:4], "big")
+    return ((entry_ms & _MS_MASK) << 21) | (int.from_bytes(identity[:3], "big") >> 3)
+
+
+_MS_MASK = (1 << 42) - 1
+_INDEX_SCHEMES = (b"1", b"2", INDEX_SCHEME)
 
 
 def lhash_key(leaf_hash: bytes, index: int, scheme: bytes = INDEX_SCHEME) -> int:
@@ -636,6 +644,9 @@ async def open_storage(path: str) -> SQLiteStorage:
         await store.close()
         raise StorageError(f"{path}: unsupported schema version {version!r}")
     store.index_scheme = await store.get_meta("index_scheme") or b"1"
+    if store.index_scheme not in _INDEX_SCHEMES:
+        await store.close()
+        raise StorageError(f"{path}: unsupported index scheme {store.index_scheme!r} (a newer release's database?)")
     try:  # schema.sql is idempotent: adds the tables and indexes a database of an older release lacks
         await writer.run(writer.conn.executescript, _schema())
         moved = await writer.run(_move_lookup_indexes, writer.conn)

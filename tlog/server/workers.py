@@ -111,13 +111,17 @@ class RemoteSequencer:
             if head is None:
                 return
             if head.size > self.registry.size:
-                registry = self.registry.copy()
-                for index, raw in await self.storage.operator_leaves(since=registry.size):
-                    if index < head.size:
+                changes = [(i, raw) for i, raw in await self.storage.operator_leaves(since=self.registry.size)
+                           if i < head.size]
+                if changes:  # applied to a copy: a handler never sees a registry half way through them
+                    registry = self.registry.copy()
+                    for index, raw in changes:
                         registry.advance(index)
                         registry.apply(index, Leaf.decode(raw))
-                registry.advance(head.size)
-                self.registry = registry
+                    registry.advance(head.size)
+                    self.registry = registry
+                else:  # no key event in between: the same keys, valid to the new size (under load, most polls)
+                    self.registry.advance(head.size)
             self._advance(head)
 
     def _advance(self, head: Head) -> None:
