@@ -311,6 +311,23 @@ def test_fuzz_decode_body(data: bytes) -> None:
     assert entry.encode() == data
 
 
+@settings(max_examples=500)
+@given(st.integers(0, 255), st.binary(max_size=255), st.binary(min_size=72, max_size=72), st.binary(max_size=2))
+def test_event_fast_path_decodes_as_the_general_reader(n: int, origin: bytes, tail: bytes, extra: bytes) -> None:
+    """Event-shaped bodies (any origin bytes, any declared length): the one-struct path of
+    ``_decode_body`` gives the same entry, or the same kind of error, as reading field by field."""
+    from tlog.entry import _decode_body, _read_body
+
+    for data in (bytes([1, 1, len(origin)]) + origin + tail + extra, bytes([1, 1, n]) + origin + tail):
+        outcome = []
+        for decode in (_decode_body, _read_body):
+            try:
+                outcome.append(decode(data))
+            except FormatError:
+                outcome.append(FormatError)
+        assert outcome[0] == outcome[1]
+
+
 @settings(max_examples=300)
 @given(st.binary(max_size=200))
 def test_fuzz_leaf_decode(data: bytes) -> None:

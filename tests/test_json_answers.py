@@ -66,7 +66,7 @@ def test_an_access_line_is_one_json_object_with_the_fields_in_order() -> None:
     try:
         fields = {"method": "GET", "path": '/v1/"x"?a=é', "route": "/v1/x", "status": 200, "duration_ms": 1.234,
                   "remote": None, "bytes": 12}
-        logs._ACCESS_LINES.write("rid-1", fields)
+        logs._ACCESS_LINES.write("rid-1", *fields.values())
         logs._ACCESS_LINES.flush()
     finally:
         logs.setup_logging()

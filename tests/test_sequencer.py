@@ -179,6 +179,19 @@ async def test_entry_invalid_at_integration_time_is_refused(log):
         await seq.submit(event_pending(writer, clock.now))
 
 
+async def test_receipts_of_batches_of_every_size_verify(log):
+    """The receipts' proofs (each a low part of its own and a part shared by the batch) verify for
+    batches of 1 to 40 entries at every offset they land on, across tile boundaries."""
+    seq, _, clock, writer, _ = log
+    seq.max_pending = 64  # the fixture's 8 is for the backpressure tests
+    for n in range(1, 41):
+        batch = [event_pending(writer, clock.now, b"%d-%d" % (n, i)) for i in range(n)]
+        results = await asyncio.gather(*(seq.submit(p) for p in batch))
+        assert len({r.head.size for r in results}) == 1  # one batch
+        for r in results:
+            verify_inclusion(Leaf.decode(r.leaf).hash(), r.index, r.head.size, list(r.proof), r.head.root)
+
+
 async def test_restart_rebuilds_state(log, tmp_path):
     seq, storage, clock, writer, data = log
     for start in range(0, 300, 7):  # batches of 7 cross a full tile boundary, at odd offsets

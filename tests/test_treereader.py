@@ -43,6 +43,19 @@ def test_every_inclusion_path_is_the_plan_with_the_border_folded() -> None:
             assert ids.count(None) == (1 if border >= 0 else 0)
 
 
+def test_an_inclusion_path_split_at_any_level_is_its_two_parts() -> None:
+    """``from_level``/``to_level``: the elements of levels below ``l`` then those from ``l`` up are
+    the whole path, at every index of every size up to 130 and every split level."""
+    for size in range(1, 131):
+        for index in range(size):
+            whole = inclusion_path(index, size)
+            for level in range(size.bit_length() + 2):
+                low, low_border = inclusion_path(index, size, to_level=level)
+                high, high_border = inclusion_path(index, size, from_level=level)
+                assert low + high == whole[0], (index, size, level)
+                assert max(low_border, high_border) == whole[1]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data(), st.integers(min_value=1, max_value=MAX_TREE_SIZE))
 def test_inclusion_path_at_any_size(data: st.DataObject, size: int) -> None:

@@ -411,6 +411,9 @@ class Erasure(_Body):
 
 Entry = Union[EventEntry, Genesis, RegisterKey, RotateKey, RevokeKey, Erasure]
 
+_EVENT_PREFIX = bytes([VERSION, EntryKind.EVENT])
+_EVENT_TAIL = struct.Struct(f">{KEY_ID_SIZE}sQ{_HASH_SIZE}s")  # key id, timestamp_ms, commitment
+
 _READERS = {
     EntryKind.EVENT: EventEntry._read,
     EntryKind.GENESIS: Genesis._read,
@@ -442,6 +445,20 @@ def _decode_body_cached(data: bytes) -> Entry:
 def _decode_body(data: bytes) -> Entry:
     if len(data) > MAX_LEAF_SIZE:
         raise FormatError(f"body of {len(data)} bytes exceeds {MAX_LEAF_SIZE}")
+    if len(data) > 2 and data[:2] == _EVENT_PREFIX and len(data) == 3 + data[2] + _EVENT_TAIL.size:
+        # The usual body, an event of exactly the right length, read in one struct call: the same
+        # checks as the general path below (EventEntry's own validation included), at half the cost.
+        # Anything else, malformed events too, goes the general way and gets its error from there.
+        try:
+            origin = data[3:3 + data[2]].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("origin is not valid UTF-8") from None
+        return EventEntry(origin, *_EVENT_TAIL.unpack_from(data, 3 + data[2]))
+    return _read_body(data)
+
+
+def _read_body(data: bytes) -> Entry:
+    """Any body, field by field."""
     r = _Reader(data)
     version, kind = r.u8(), r.u8()
     if version != VERSION:

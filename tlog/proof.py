@@ -208,7 +208,8 @@ def range_plan(lo: int, hi: int) -> Plan:
     return _plan([(lo, hi)])
 
 
-def inclusion_path(index: int, size: int) -> tuple[list[NodeId | None], int]:
+def inclusion_path(index: int, size: int, from_level: int = 0,
+                   to_level: int | None = None) -> tuple[list[NodeId | None], int]:
     """RFC 9162 §2.1.3.1 PATH(index, D[size]) bottom-up, the shape ``inclusion_plan`` gives, without
     the plan: the node id of each proof element, except that the one element which may not be a
     perfect subtree — MTH(D[lo:size]) for the right border where the leaf's path meets it — is
@@ -218,12 +219,16 @@ def inclusion_path(index: int, size: int) -> tuple[list[NodeId | None], int]:
     sibling is always a perfect subtree; a right one is perfect if it ends within the tree, absent
     (the ancestor is promoted) if it starts beyond it, and otherwise it is the border range.  That
     MTH depends only on ``lo`` and ``size``, so a reader can keep it across proofs.
+
+    ``from_level``/``to_level`` give only the elements of levels ``[from_level, to_level)``: leaves
+    whose indices agree above bit ``l`` share the elements from level ``l`` up, so the proofs of a
+    run of leaves are their own low parts and one shared high part (the sequencer's receipts).
     """
     index, size = _check_index(index, size)
     ids: list[NodeId | None] = []
     border = -1
-    last, level, k = size - 1, 0, index
-    while last >> level:
+    last, level, k = size - 1, from_level, index >> from_level
+    while last >> level and (to_level is None or level < to_level):
         s = k ^ 1
         if s < k or (s + 1) << level <= size:
             ids.append((level, s))

@@ -66,17 +66,18 @@ def _checked_note(note: bytes) -> bytes:
     return note
 
 
-def format_head(index: int, proof_b64: list[str], extra_b64: str | None = None) -> str:
+def format_head(index: int, proof_b64: list[str], extra_b64: str | None = None, newline: str = "\n") -> str:
     """The text of an encoded proof before its checkpoint (tlog-proof "Format"): the header line, the
     extra line if any, the index line, one line per proof hash, then the empty line.  Takes the hashes
     and extra data already in base64, for a caller that also writes them elsewhere (the server's
-    receipts); :meth:`TlogProof.format` is the checked way to build a proof."""
+    receipts, which pass ``newline="\\n"``: the text as it stands inside a JSON string);
+    :meth:`TlogProof.format` is the checked way to build a proof."""
     lines = [TLOG_PROOF_HEADER]
     if extra_b64 is not None:
         lines.append("extra " + extra_b64)
     lines.append(f"index {index}")
     lines.extend(proof_b64)
-    return "\n".join(lines) + "\n\n"
+    return newline.join(lines) + newline + newline
 
 
 @dataclass(frozen=True)

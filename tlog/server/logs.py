@@ -82,17 +82,19 @@ class _AccessLines:
     def __init__(self) -> None:
         self._lines: list[str] = []
 
-    def write(self, request_id: str, fields: dict[str, Any]) -> None:
+    def write(self, request_id: str, method: str, path: str, route: str, status: int, duration_ms: float,
+              remote: str | None, size: int) -> None:
         if _json_handler() is None:  # logging configured by someone else: an ordinary record
-            log_event(_access, "request", **fields)
+            log_event(_access, "request", method=method, path=path, route=route, status=status,
+                      duration_ms=duration_ms, remote=remote, bytes=size)
             return
         # The object json.dumps(…, separators=(",", ":")) would write, keys in the same order, with
-        # only the strings encoded by json (a third of the cost of dumping the dict).
-        parts = [f'{{"ts":"{_iso_now()}","level":"info","logger":"{_access.name}","event":"request",'
-                 f'"request_id":{json_str(request_id)}']
-        for name, value in fields.items():
-            parts.append(f'"{name}":{_json_value(value)}')
-        self._lines.append(",".join(parts) + "}")
+        # only the strings encoded by json (a fifth of the cost of dumping the dict).
+        self._lines.append(
+            f'{{"ts":"{_iso_now()}","level":"info","logger":"{_access.name}","event":"request",'
+            f'"request_id":{json_str(request_id)},"method":{json_str(method)},"path":{json_str(path)},'
+            f'"route":{json_str(route)},"status":{int(status)},"duration_ms":{_json_value(duration_ms)},'
+            f'"remote":{_json_value(remote)},"bytes":{int(size)}}}')
         if len(self._lines) == 1:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -186,7 +188,6 @@ async def request_middleware(request: web.Request, handler):
         if hook is not None:
             hook(request.method, route, status)
         if _access.isEnabledFor(logging.INFO):
-            _ACCESS_LINES.write(rid, {"method": request.method, "path": request.path_qs[:512], "route": route,
-                                      "status": status, "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                                      "remote": request.remote, "bytes": size})
+            _ACCESS_LINES.write(rid, request.method, request.path_qs[:512], route, status,
+                                round((time.perf_counter() - start) * 1000, 3), request.remote, size)
         REQUEST_ID.reset(token)

@@ -329,14 +329,19 @@ class Sequencer:
         The right-border element (``inclusion_path``) lies inside the batch and is shared by every
         entry whose path meets the border at the same level: it is folded once per batch."""
         borders: dict[int, bytes] = {}
-        out = []
-        for i in indices:
-            ids, lo = inclusion_path(i, size)
+
+        def hashes(ids: list, lo: int) -> tuple[bytes, ...]:
             if lo >= 0 and lo not in borders:
                 plan = range_plan(lo, size)
                 [borders[lo]] = plan.rehash([known[node] for node in plan.ids])
-            out.append(tuple(borders[lo] if node is None else known[node] for node in ids))
-        return out
+            return tuple(borders[lo] if node is None else known[node] for node in ids)
+
+        if not indices:
+            return []
+        # Above bit ``shared`` the batch's indices agree: that part of every path is the same.
+        shared = (indices[0] ^ indices[-1]).bit_length()
+        top = hashes(*inclusion_path(indices[0], size, from_level=shared))
+        return [hashes(*inclusion_path(i, size, to_level=shared)) + top for i in indices]
 
     async def _dedupe(self, batch: list[Pending], head: Head) -> list[Pending]:
         known = await self.storage.find_identities([(p.identity, _entry_ms(p.body)) for p in batch])

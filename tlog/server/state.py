@@ -6,6 +6,7 @@ Everything the handlers do that is not HTTP lives here, so handlers stay thin.
 from __future__ import annotations
 
 import functools
+from binascii import b2a_base64 as _b64
 import logging
 import os
 import time
@@ -65,10 +66,10 @@ class Receipt:
         checkpoint's JSON string is made once per checkpoint."""
         if any(len(h) != HASH_SIZE for h in self.proof):
             raise InvariantError(f"receipt for entry {self.index} carries a proof hash that is not {HASH_SIZE} bytes")
-        proof = [encode_base64(h) for h in self.proof]
-        leaf = encode_base64(self.leaf)
+        proof = [_b64(h, newline=False).decode() for h in self.proof]
+        leaf = _b64(self.leaf, newline=False).decode()
         note = _json_note(self.checkpoint)
-        text = format_head(self.index, proof, leaf).replace("\n", "\\n") + note[1:-1]
+        text = format_head(self.index, proof, leaf, newline="\\n") + note[1:-1]
         listed = '","'.join(proof)
         return (f'{{"index":{self.index},"leaf":"{leaf}","checkpoint":{note},'
                 f'"proof":[{chr(34) + listed + chr(34) if proof else ""}],'
