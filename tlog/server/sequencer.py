@@ -31,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..checkpoint import Checkpoint, sign_checkpoint
 from ..entry import Leaf, decode_body
@@ -97,9 +98,9 @@ class Pending:
     future: asyncio.Future = field(default=None)  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
-class Integrated:
-    """The sequencer's answer: where the entry is and the checkpoint that covers it."""
+class Integrated(NamedTuple):
+    """The sequencer's answer: where the entry is and the checkpoint that covers it.  (A named tuple:
+    one is made per entry in the sequencer and again in the worker that reads the answer.)"""
 
     index: int
     leaf: bytes

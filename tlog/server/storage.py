@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..tiles import Tile
 
@@ -78,9 +79,9 @@ class Head:
     note: bytes
 
 
-@dataclass(frozen=True)
-class NewLeaf:
-    """One leaf of a batch, with what the indexes need."""
+class NewLeaf(NamedTuple):
+    """One leaf of a batch, with what the indexes need.  (A named tuple, immutable like the frozen
+    dataclasses around it: one is made per entry on the sequencer's hot path, at a third of the cost.)"""
 
     index: int
     leaf: bytes
