@@ -11,8 +11,8 @@ CREATE TABLE IF NOT EXISTS meta (
 -- signature) and of the RFC 6962 leaf hash, built so that inserts touch few index pages
 -- (tlog.server.sqlite.ident_key: the writer's timestamp in milliseconds in the high bits; lhash_key:
 -- the index's part of 65,536 leaves in the high bits; meta index_scheme "3" — older databases: "2",
--- the timestamp in 4,096-ms buckets, or none, the first 8 bytes of each hash).  Non-unique integer keys are far cheaper than a UNIQUE index on a 32-byte blob;
--- a hit is confirmed by re-reading the leaf.
+-- the timestamp in 4,096-ms buckets, or none, the first 8 bytes of each hash).  Non-unique integer
+-- keys are far cheaper than a UNIQUE index on a 32-byte blob; a hit is confirmed by re-reading the leaf.
 CREATE TABLE IF NOT EXISTS leaves (
     idx           INTEGER PRIMARY KEY,
     leaf          BLOB    NOT NULL,

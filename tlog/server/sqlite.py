@@ -125,6 +125,9 @@ def _prefix_int(digest: bytes) -> int:
 #: hash.  A database keeps the scheme it was made with.
 INDEX_SCHEME = b"3"
 
+_INDEX_SCHEMES = (b"1", b"2", INDEX_SCHEME)
+_MS_MASK = (1 << 42) - 1  # scheme 3's ident: the writer's milliseconds, until the year 2109
+
 #: Leaves per part of the ``lhash`` index (see :func:`lhash_key`).
 LHASH_PART_BITS = 16
 
@@ -144,10 +147,6 @@ def ident_key(identity: bytes, entry_ms: int, scheme: bytes = INDEX_SCHEME) -> i
     if scheme == b"2":
         return (((entry_ms >> 12) & 0x7FFFFFFF) << 32) | int.from_bytes(identity[:4], "big")
     return ((entry_ms & _MS_MASK) << 21) | (int.from_bytes(identity[:3], "big") >> 3)
-
-
-_MS_MASK = (1 << 42) - 1
-_INDEX_SCHEMES = (b"1", b"2", INDEX_SCHEME)
 
 
 def lhash_key(leaf_hash: bytes, index: int, scheme: bytes = INDEX_SCHEME) -> int:

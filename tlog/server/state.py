@@ -6,10 +6,10 @@ Everything the handlers do that is not HTTP lives here, so handlers stay thin.
 from __future__ import annotations
 
 import functools
-from binascii import b2a_base64 as _b64
 import logging
 import os
 import time
+from binascii import b2a_base64 as _b64
 from collections.abc import Callable
 from dataclasses import dataclass
 
