@@ -9,7 +9,6 @@ import functools
 import logging
 import os
 import time
-from binascii import b2a_base64 as _b64
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,8 +65,8 @@ class Receipt:
         checkpoint's JSON string is made once per checkpoint."""
         if any(len(h) != HASH_SIZE for h in self.proof):
             raise InvariantError(f"receipt for entry {self.index} carries a proof hash that is not {HASH_SIZE} bytes")
-        proof = [_b64(h, newline=False).decode() for h in self.proof]
-        leaf = _b64(self.leaf, newline=False).decode()
+        proof = [encode_base64(h) for h in self.proof]
+        leaf = encode_base64(self.leaf)
         note = _json_note(self.checkpoint)
         text = format_head(self.index, proof, leaf, newline="\\n") + note[1:-1]
         listed = '","'.join(proof)
