@@ -13,7 +13,12 @@ consistency proofs through ``LogState`` (tile reads from the database, as a serv
 
 ``--http``: after the build, ``tlog serve --workers 2`` on the log, and wrk (as in scripts/bench) asks for
 random inclusion proofs and level-0 tiles; prints requests/s and the server's resident memory; then the
-same on a log of the first mark's size (built beside it) and the ratio of the two proof rates.
+same on a log of the first mark's size (built beside it) and the ratio of the two proof rates; then the
+append and in-process proof speeds of the big log against small ones, measured in alternating rounds
+(``interleaved_appends``, ``interleaved_proofs``): this VM's speed drifts by up to 30 % within an hour,
+so the build's windows, minutes apart, cannot settle "within 20 %" — the rounds put the same minutes
+on both logs.  The small log for appends starts below the first mark by half of what the rounds add,
+so that they are centred on it.
 Building 10,000,000 entries takes about 17 minutes on the 2-core development machine and 5.7 GB of
 disk.
 """
@@ -234,6 +239,118 @@ async def build(data: str, entries: int, marks: list[int], writers: int, quiet: 
     return figures
 
 
+def presigned(origin: str, pems: list[bytes], count: int) -> list[tuple]:
+    """``count`` signed events for ``origin`` from a signing process (the same entries as the build's)."""
+    queue: mp.Queue = mp.get_context("fork").Queue(maxsize=8)
+    proc = mp.get_context("fork").Process(target=signer, args=(origin, pems, count, queue), daemon=True)
+    proc.start()
+    out: list[tuple] = []
+    while (chunk := queue.get()) is not None:
+        out.extend(chunk)
+    proc.join()
+    return out
+
+
+async def interleaved_appends(big: str, small: str, rounds: int, per_round: int) -> dict:
+    """Append speed of two logs measured in alternating rounds, so that a drift of the machine's speed
+    (this VM's moves by up to 30 % within an hour, and a 10,000,000-entry build takes ten minutes) falls
+    on both alike: ``rounds`` rounds of ``per_round`` pre-signed entries to each log, the log that goes
+    first alternating, each round ``Sequencer.enqueue`` of all its entries and the wait until every one
+    is durable and covered by a signed checkpoint.  Both logs are open in this process at once.
+    Returns ``{"big": (size before, size after, appends/s, [per round]), "small": ...}``."""
+    states = {"big": await LogState.open(big), "small": await LogState.open(small)}
+    try:
+        todo = {}
+        for name, state in states.items():
+            pems = await register_writers(state, state.data_dir, 16)
+            todo[name] = presigned(state.config.origin, pems, rounds * per_round)
+        before = {name: state.head.size for name, state in states.items()}
+        times: dict[str, list[float]] = {"big": [], "small": []}
+        for r in range(rounds):
+            for name in (("big", "small") if r % 2 == 0 else ("small", "big")):
+                state, chunk = states[name], todo[name][r * per_round:(r + 1) * per_round]
+                t = time.perf_counter()
+                await asyncio.gather(*[state.sequencer.enqueue(Pending(body, sig, ident, key_id=key_id, salt=salt,
+                                                                       payload=payload))
+                                       for body, sig, ident, key_id, salt, payload in chunk])
+                times[name].append(time.perf_counter() - t)
+        return {name: (before[name], state.head.size, rounds * per_round / sum(times[name]),
+                       [per_round / t for t in times[name]]) for name, state in states.items()}
+    finally:
+        for state in states.values():
+            await state.close()
+
+
+def append_speed_vs_small(big: str, work: str, small_size: int, rounds: int = 6,
+                          per_round: int = 20_000) -> dict:
+    """Append speed at the big log's size vs at ``small_size``: a small log built (the same way) to
+    ``small_size`` less half the entries the rounds add, so that its rounds are centred on
+    ``small_size``; then :func:`interleaved_appends`."""
+    data = os.path.join(work, "small-appends")
+    start = max(1, small_size - rounds * per_round // 2)
+    if not os.path.exists(os.path.join(data, "log.db")):
+        subprocess.run([sys.executable, "-m", "tlog", "init", "--data", data, "--origin", "scale.example/appends"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        asyncio.run(build(data, start, [], 16, quiet=True))
+    res = asyncio.run(interleaved_appends(big, data, rounds, per_round))
+    for name in ("big", "small"):
+        lo, hi, rate, per = res[name]
+        print(f"appends to the log of {lo:,} (to {hi:,}), {rounds} interleaved rounds of {per_round:,}: "
+              f"{rate:,.0f}/s (rounds: {', '.join(f'{x:,.0f}' for x in per)})", flush=True)
+    print(f"append speed at {res['big'][0]:,} vs around {small_size:,}: "
+          f"{100 * res['big'][2] / res['small'][2]:.1f} %", flush=True)
+    return res
+
+
+async def interleaved_proofs(big: str, small: str, rounds: int, n: int) -> dict:
+    """Inclusion proofs through ``LogState`` from two logs in alternating rounds (as
+    :func:`interleaved_appends`, for the same reason): each log's path cache read into the page cache
+    and ``n`` untimed proofs first, then ``rounds`` rounds of ``n`` random proofs with the server's
+    reader and ``n`` with a reader that keeps only 16 tiles and 16 paths (nearly every proof reads its
+    path from storage).  Returns ``{"big": (size, proofs/s, storage-path proofs/s), "small": ...}``."""
+    states = {"big": await LogState.open(big), "small": await LogState.open(small)}
+    try:
+        rng = random.Random(7)
+        starved = {}
+        for name, state in states.items():
+            warm_path_cache(state.storage.path)
+            for i in [rng.randrange(state.head.size) for _ in range(n)]:
+                await state.inclusion_proof(i, state.head.size)
+            starved[name] = TreeReader(state.storage.read_tile_trees, overlay=state.sequencer.current_tiles,
+                                       cache_tiles=16, read_path=state.storage.read_tile_path, cache_paths=16)
+        times = {name: [0.0, 0.0] for name in states}
+        for r in range(rounds):
+            for name in (("big", "small") if r % 2 == 0 else ("small", "big")):
+                state, size = states[name], states[name].head.size
+                for k, reader in enumerate((state.reader, starved[name])):
+                    indices = [rng.randrange(size) for _ in range(n)]
+                    warm, state.reader = state.reader, reader
+                    try:
+                        t = time.perf_counter()
+                        for i in indices:
+                            await state.inclusion_proof(i, size)
+                        times[name][k] += time.perf_counter() - t
+                    finally:
+                        state.reader = warm
+        return {name: (state.head.size, rounds * n / times[name][0], rounds * n / times[name][1])
+                for name, state in states.items()}
+    finally:
+        for state in states.values():
+            await state.close()
+
+
+def proof_speed_vs_small(big: str, work: str, rounds: int = 6, n: int = 5000) -> dict:
+    """In-process proof speed of the big log vs the small log ``small_log_reads`` built in ``work``."""
+    res = asyncio.run(interleaved_proofs(big, os.path.join(work, "small-log"), rounds, n))
+    for name in ("big", "small"):
+        size, incl, cold = res[name]
+        print(f"inclusion proofs from the log of {size:,}, {rounds} interleaved rounds of {n:,}: {incl:,.0f}/s; "
+              f"with a 16-tile, 16-path reader {cold:,.0f}/s", flush=True)
+    print(f"proof speed at {res['big'][0]:,} vs {res['small'][0]:,}: {100 * res['big'][1] / res['small'][1]:.1f} %; "
+          f"16-tile reader {100 * res['big'][2] / res['small'][2]:.1f} %", flush=True)
+    return res
+
+
 async def proofs_only(data: str) -> None:
     state = await LogState.open(data)
     try:
@@ -347,6 +464,8 @@ def main() -> None:
         small = small_log_reads(os.path.dirname(os.path.abspath(data)), marks[0], args.seconds)
         print(f"HTTP proofs at {big['size']:,} vs at {small['size']:,}: {100 * big['proof'] / small['proof']:.0f} %; "
               f"tiles {100 * big['tile'] / small['tile']:.0f} %", flush=True)
+    append_speed_vs_small(data, os.path.dirname(os.path.abspath(data)), marks[0])
+    proof_speed_vs_small(data, os.path.dirname(os.path.abspath(data)))
 
 
 if __name__ == "__main__":
