@@ -176,3 +176,57 @@ async def test_metrics_count_every_worker(tmp_path):
         assert gets == sorted(gets), gets  # never backwards, whichever worker answers
     finally:
         server.stop()
+
+
+class _CountingStorage:
+    """The two reads a worker's head poll makes, counted; the head grows by one at each read."""
+
+    def __init__(self):
+        self.reads = 0
+
+    async def head(self):
+        from tlog.server.storage import Head
+
+        self.reads += 1
+        return Head(self.reads, bytes(32), 0, b"")
+
+    async def operator_leaves(self, since: int = 0):
+        return []
+
+
+async def test_busy_worker_reads_the_head_from_answers_not_every_poll(monkeypatch):
+    from tlog.server import workers
+
+    class Registry:  # what refresh touches when no key event came in
+        size = 0
+
+        def advance(self, size: int) -> None:
+            self.size = size
+
+    monkeypatch.setattr(workers, "BUSY_REFRESH_SECONDS", 0.25)
+    storage = _CountingStorage()
+    remote = workers.RemoteSequencer(storage, "/nonexistent.sock", poll_seconds=0.01)
+    remote.registry = Registry()
+    remote.start()
+    try:
+        await asyncio.sleep(0.2)  # idle: every poll reads the database
+        idle = storage.reads
+        assert idle >= 8, idle
+        assert remote.head.size == idle and remote.registry.size == idle
+
+        async def answers():  # what RemoteSequencer.submit does with each answer from the sequencer
+            while True:
+                remote._answered = True
+                await asyncio.sleep(0.002)
+
+        busy = asyncio.get_running_loop().create_task(answers())
+        await asyncio.sleep(0.6)  # busy: one read per BUSY_REFRESH_SECONDS
+        busy.cancel()
+        during = storage.reads - idle
+        assert 1 <= during <= 3, during
+        assert remote.registry.size == storage.reads  # the reads it did make still move the registry
+        await asyncio.sleep(0.1)  # idle again: back to every poll
+        assert storage.reads - idle - during >= 4
+    finally:
+        remote._task.cancel()
+        await asyncio.gather(remote._task, return_exceptions=True)

@@ -9,7 +9,8 @@ durable and covered by a signed checkpoint; the worker then reads the inclusion 
 database (WAL readers see every committed batch) and answers with the receipt.  Reads (tiles, proofs,
 entries) are served by the workers straight from the database.
 
-A worker keeps a copy of the key registry, refreshed from the database whenever the tree grows (and at
+A worker keeps a copy of the key registry, refreshed from the database as the tree grows (polled every
+50 ms; at most once a second while the sequencer's answers to its appends keep its head fresh; and at
 once when an entry names a key it does not know yet); the sequencer re-checks every entry against its
 own registry at integration time, so a stale worker copy can only refuse, never admit, an entry.
 Rate limits are enforced by the sequencer process, so they hold across workers.
@@ -41,6 +42,11 @@ log = logging.getLogger("tlog.workers")
 
 #: How often a worker hands its metrics to the sequencer process (a scrape also sends them).
 METRICS_PUSH_SECONDS = 1.0
+#: While the sequencer's answers keep a worker's head fresh (it is taking appends), the worker re-reads
+#: the head and the key events from the database at most this often instead of at every poll: a copy of
+#: the registry that lags can only refuse an entry, never admit one (the sequencer re-checks each), and
+#: an entry naming a key the copy does not know refreshes it at once.
+BUSY_REFRESH_SECONDS = 1.0
 
 
 class RemoteSequencer:
@@ -58,6 +64,7 @@ class RemoteSequencer:
         #: a second so that a scrape through any worker counts every worker (tlog/server/metrics.py).
         self.metrics_snapshot: Callable[[], bytes] | None = None
         self._poll_seconds = poll_seconds
+        self._answered = False  # an answer from the sequencer since the last poll
         self._task: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
 
@@ -87,13 +94,16 @@ class RemoteSequencer:
         """Follow the head (appends through other workers) so /checkpoint and proofs stay fresh, and
         push this worker's metrics snapshot about once a second."""
         loop = asyncio.get_running_loop()
-        pushed = loop.time()
+        pushed = refreshed = loop.time()
         while True:
             await asyncio.sleep(self._poll_seconds)
-            try:
-                await self.refresh()
-            except Exception as exc:  # a read failure is logged and retried; reads report their own errors
-                log.warning("head refresh failed: %s", exc)
+            busy, self._answered = self._answered, False
+            if not busy or loop.time() - refreshed >= BUSY_REFRESH_SECONDS:
+                refreshed = loop.time()
+                try:
+                    await self.refresh()
+                except Exception as exc:  # a read failure is logged and retried; reads report their own errors
+                    log.warning("head refresh failed: %s", exc)
             if self.metrics_snapshot is not None and loop.time() - pushed >= METRICS_PUSH_SECONDS:
                 pushed = loop.time()
                 try:
@@ -130,6 +140,7 @@ class RemoteSequencer:
 
     async def submit(self, pending: Pending, rate: int = 0) -> Integrated:
         result = await self.client.submit(pending, rate)
+        self._answered = True
         self._advance(result.head)
         return result
 
