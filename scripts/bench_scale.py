@@ -438,7 +438,8 @@ def main() -> None:
     ap.add_argument("--data", help="log directory (created with tlog init when missing; kept)")
     ap.add_argument("--marks", default="100000,1000000,10000000", help="sizes at which proofs are timed")
     ap.add_argument("--writers", type=int, default=16)
-    ap.add_argument("--http", action="store_true", help="then serve the log and measure reads with wrk")
+    ap.add_argument("--http", action="store_true", help="then serve the log and measure reads with wrk, and "
+                    "compare appends and proofs with small logs in interleaved rounds")
     ap.add_argument("--seconds", type=int, default=20, help="length of each wrk run")
     ap.add_argument("--proofs-only", action="store_true", help="only time proofs on the log in --data")
     args = ap.parse_args()
@@ -464,8 +465,8 @@ def main() -> None:
         small = small_log_reads(os.path.dirname(os.path.abspath(data)), marks[0], args.seconds)
         print(f"HTTP proofs at {big['size']:,} vs at {small['size']:,}: {100 * big['proof'] / small['proof']:.0f} %; "
               f"tiles {100 * big['tile'] / small['tile']:.0f} %", flush=True)
-    append_speed_vs_small(data, os.path.dirname(os.path.abspath(data)), marks[0])
-    proof_speed_vs_small(data, os.path.dirname(os.path.abspath(data)))
+        append_speed_vs_small(data, os.path.dirname(os.path.abspath(data)), marks[0])
+        proof_speed_vs_small(data, os.path.dirname(os.path.abspath(data)))
 
 
 if __name__ == "__main__":
