@@ -163,8 +163,13 @@ class LogServer:
 
 
 def write_bodies(path: str, lines: list[str]) -> None:
+    """The pre-signed requests for wrk, on disk before the run starts: fsynced here, or the kernel
+    writes the file's 150-300 MB back about 30 s later (``vm.dirty_expire_centisecs``), in the middle of
+    the measured run, where the log's WAL fsyncs queue behind it."""
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def bench_appends(report: Report, work: str, args, raw: dict) -> dict:
