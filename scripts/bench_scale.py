@@ -19,8 +19,8 @@ append and in-process proof speeds of the big log against small ones, measured i
 so the build's windows, minutes apart, cannot settle "within 20 %" — the rounds put the same minutes
 on both logs.  The small log for appends starts below the first mark by half of what the rounds add,
 so that they are centred on it.
-Building 10,000,000 entries takes about 17 minutes on the 2-core development machine and 5.7 GB of
-disk.
+Building 10,000,000 entries takes about 10 minutes on the 2-core development machine (the whole
+``--http`` run about 14) and 5.7 GB of disk.
 """
 
 from __future__ import annotations
