@@ -15,6 +15,8 @@ from tests.test_server_e2e import _recompute_from_tiles, _register
 from tlog.client import LogClient, LogServerError
 from tlog.keys import KeyType, PrivateKey
 from tlog.proof import verify_consistency
+from tlog.server.storage import Head
+from tlog.server.workers import RemoteSequencer
 from tlog.tlogproof import TlogProof, verify_tlog_proof
 
 
@@ -185,8 +187,6 @@ class _CountingStorage:
         self.reads = 0
 
     async def head(self):
-        from tlog.server.storage import Head
-
         self.reads += 1
         return Head(self.reads, bytes(32), 0, b"")
 
@@ -195,17 +195,15 @@ class _CountingStorage:
 
 
 async def test_busy_worker_reads_the_head_from_answers_not_every_poll(monkeypatch):
-    from tlog.server import workers
-
     class Registry:  # what refresh touches when no key event came in
         size = 0
 
         def advance(self, size: int) -> None:
             self.size = size
 
-    monkeypatch.setattr(workers, "BUSY_REFRESH_SECONDS", 0.25)
+    monkeypatch.setattr("tlog.server.workers.BUSY_REFRESH_SECONDS", 0.25)
     storage = _CountingStorage()
-    remote = workers.RemoteSequencer(storage, "/nonexistent.sock", poll_seconds=0.01)
+    remote = RemoteSequencer(storage, "/nonexistent.sock", poll_seconds=0.01)
     remote.registry = Registry()
     remote.start()
     try:
