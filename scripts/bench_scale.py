@@ -116,6 +116,18 @@ def warm_path_cache(db: str) -> None:
         os.close(fd)
 
 
+def starved_reader(state: LogState) -> TreeReader:
+    """A reader of ``state``'s log that keeps only 16 tiles and 16 paths, so that nearly every proof
+    reads its level-0 path from storage (the path cache) whatever the size of the log."""
+    return TreeReader(state.storage.read_tile_trees, overlay=state.sequencer.current_tiles, cache_tiles=16,
+                      read_path=state.storage.read_tile_path, cache_paths=16)
+
+
+def turns(r: int) -> tuple[str, str]:
+    """Which log goes first in round ``r`` of an interleaved comparison: each in turn."""
+    return ("big", "small") if r % 2 == 0 else ("small", "big")
+
+
 async def time_proofs(state: LogState, n_incl: int, n_cons: int) -> tuple[float, float, float]:
     """Random inclusion and consistency proofs through LogState, each verified: (inclusion/s,
     consistency/s, inclusion/s with a reader that keeps only 16 tiles and 16 paths, so that nearly every
@@ -145,9 +157,7 @@ async def time_proofs(state: LogState, n_incl: int, n_cons: int) -> tuple[float,
     for (note,) in older:  # proofs from checkpoints the log signed earlier, checked against their roots
         cp = Checkpoint.parse(parse_note(bytes(note))[0])
         verify_consistency(cp.size, size, await state.consistency_proof(cp.size, size), cp.root, root)
-    warm, state.reader = state.reader, TreeReader(state.storage.read_tile_trees,
-                                                  overlay=state.sequencer.current_tiles, cache_tiles=16,
-                                                  read_path=state.storage.read_tile_path, cache_paths=16)
+    warm, state.reader = state.reader, starved_reader(state)
     try:
         indices = [rng.randrange(size) for _ in range(n_incl)]
         t = time.perf_counter()
@@ -267,7 +277,7 @@ async def interleaved_appends(big: str, small: str, rounds: int, per_round: int)
         before = {name: state.head.size for name, state in states.items()}
         times: dict[str, list[float]] = {"big": [], "small": []}
         for r in range(rounds):
-            for name in (("big", "small") if r % 2 == 0 else ("small", "big")):
+            for name in turns(r):
                 state, chunk = states[name], todo[name][r * per_round:(r + 1) * per_round]
                 t = time.perf_counter()
                 await asyncio.gather(*[state.sequencer.enqueue(Pending(body, sig, ident, key_id=key_id, salt=salt,
@@ -316,11 +326,10 @@ async def interleaved_proofs(big: str, small: str, rounds: int, n: int) -> dict:
             warm_path_cache(state.storage.path)
             for i in [rng.randrange(state.head.size) for _ in range(n)]:
                 await state.inclusion_proof(i, state.head.size)
-            starved[name] = TreeReader(state.storage.read_tile_trees, overlay=state.sequencer.current_tiles,
-                                       cache_tiles=16, read_path=state.storage.read_tile_path, cache_paths=16)
+            starved[name] = starved_reader(state)
         times = {name: [0.0, 0.0] for name in states}
         for r in range(rounds):
-            for name in (("big", "small") if r % 2 == 0 else ("small", "big")):
+            for name in turns(r):
                 state, size = states[name], states[name].head.size
                 for k, reader in enumerate((state.reader, starved[name])):
                     indices = [rng.randrange(size) for _ in range(n)]
