@@ -249,6 +249,36 @@ async def build(data: str, entries: int, marks: list[int], writers: int, quiet: 
     return figures
 
 
+def _build_child(conn, data: str, entries: int, marks: list[int], writers: int) -> None:
+    try:
+        conn.send(("ok", asyncio.run(build(data, entries, marks, writers))))
+    except BaseException as exc:
+        conn.send(("failed", repr(exc)))
+        raise
+    finally:
+        conn.close()
+
+
+def build_in_fresh_process(data: str, entries: int, marks: list[int], writers: int) -> dict:
+    """:func:`build` in a new (spawned) process, so that its resident-memory figures are the build's
+    own: ``scripts/bench`` runs this stage after others in one process, whose peak (the pre-signed
+    requests, pymerkle's in-memory tree) the build's ``VmHWM`` would otherwise report."""
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_build_child, args=(send, data, entries, marks, writers))
+    proc.start()
+    send.close()
+    try:
+        status, value = receive.recv()
+    except EOFError:
+        raise RuntimeError(f"the build process died (exit status {proc.join() or proc.exitcode})") from None
+    finally:
+        proc.join()
+    if status != "ok":
+        raise RuntimeError(f"the build failed: {value}")
+    return value
+
+
 def presigned(origin: str, pems: list[bytes], count: int) -> list[tuple]:
     """``count`` signed events for ``origin`` from a signing process (the same entries as the build's)."""
     queue: mp.Queue = mp.get_context("fork").Queue(maxsize=8)

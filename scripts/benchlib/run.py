@@ -272,7 +272,7 @@ def bench_scale(report: Report, work: str, args) -> None:
                    cwd=ROOT, capture_output=True)
     print(f"  (building a log of {n:,} entries through the sequencer and SQLite storage)", file=sys.stderr,
           flush=True)
-    fig = asyncio.run(scale.build(data, n, marks, 16))
+    fig = scale.build_in_fresh_process(data, n, marks, 16)  # its memory figures are its own
     first, last = fig["marks"][0], fig["marks"][-1]
     for size, rate, incl, cons, rss, hwm, cold in (first, last):
         report.add(f"scale: appends/s around {size:,} entries (in process, signing process beside)", rate,
