@@ -172,6 +172,82 @@ async def test_running_server_stops_signing_when_the_scrub_fails(populated, tmp_
         server.stop()
 
 
+def _scrubber(data: str, size: int):
+    """A :class:`Scrubber` on a stopped copy of a log, with just the state it uses."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from tlog.server.scrub import Scrubber, _verifier
+
+    state = SimpleNamespace(data_dir=data, head=SimpleNamespace(size=size), sequencer=SimpleNamespace(stopped=None),
+                            metrics=SimpleNamespace(registry=CollectorRegistry()))
+    return Scrubber(state, 0, _verifier(data)), state
+
+
+async def test_the_periodic_scrub_runs_in_a_process_of_its_own_and_reports_what_scrub_database_does(
+        populated, tmp_path):
+    """The server's scrub runs tlog/server/scrubchild.py (a thread of the sequencer process halved the
+    append rate while it ran); its verdicts, intact and damaged, are scrub_database's own."""
+    from tlog.server.scrub import ScrubFailedError, _verifier, scrub_database
+
+    data = _copy(populated, tmp_path)
+    scrubber, state = _scrubber(data, 302)
+    assert scrubber.child_command(302)[1:3] == ["-m", "tlog.server.scrubchild"]
+    report = await scrubber.scrub_once()
+    direct = scrub_database(os.path.join(data, "log.db"), _verifier(data), size=302)
+    assert report.ok and not report.stopped_early and state.sequencer.stopped is None
+    assert (report.size, report.leaves, report.tiles, report.checkpoints) == \
+        (direct.size, direct.leaves, direct.tiles, direct.checkpoints) == (302, 302, direct.tiles, direct.checkpoints)
+    _exec(data, "UPDATE leaves SET leaf = ? WHERE idx = 50",
+          (_flip_blob(_one(data, "SELECT leaf FROM leaves WHERE idx = 50")[0]),))
+    report = await scrubber.scrub_once()
+    assert report.problems == scrub_database(os.path.join(data, "log.db"), _verifier(data), size=302).problems
+    assert "leaf 50: its hash differs" in report.problems[0]
+    assert isinstance(state.sequencer.stopped, ScrubFailedError)
+
+
+def test_the_scrub_process_runs_at_the_lowest_cpu_priority(populated, tmp_path):
+    """SCHED_IDLE (and nice 19): it runs on idle cores and a waking server process preempts it."""
+    data = _copy(populated, tmp_path)
+    from tlog.server.scrub import _verifier
+
+    code = ("import os, sys; from tlog.server import scrubchild; rc = scrubchild.main(sys.argv[1:]); "
+            "print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_IDLE, file=sys.stderr); sys.exit(rc)")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, data, "302", _verifier(data).to_vkey()],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["leaves"] == 302 and done.stderr.split() == ["19", "True"]
+    bad = subprocess.run([sys.executable, "-m", "tlog.server.scrubchild", data, "many"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "usage:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_stopping_the_server_stops_a_scrub_process_and_a_failed_one_stops_no_writes(populated, tmp_path):
+    import asyncio
+    import sys
+
+    data = _copy(populated, tmp_path)
+    scrubber, state = _scrubber(data, 302)
+    scrubber.child_command = lambda size: [sys.executable, "-c", "import time; time.sleep(60)"]
+    task = asyncio.ensure_future(scrubber.scrub_once())
+    while scrubber._child is None:
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    scrubber.stop()
+    report = await asyncio.wait_for(task, 10)
+    assert report.stopped_early and time.monotonic() - started < 5 and state.sequencer.stopped is None
+
+    scrubber, state = _scrubber(data, 302)  # a process that dies without a report: no verdict
+    scrubber.child_command = lambda size: [sys.executable, "-c", "import sys; sys.exit('killed by the OOM killer')"]
+    report = await scrubber.scrub_once()
+    assert report.stopped_early and state.sequencer.stopped is None
+    assert scrubber.runs.labels("error")._value.get() == 1 and scrubber.runs.labels("failed")._value.get() == 0
+
+
 def test_startup_refuses_a_database_behind_its_published_checkpoint(populated, tmp_path):
     data = _copy(populated, tmp_path)
     backup = str(tmp_path / "backup.db")

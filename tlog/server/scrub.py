@@ -26,16 +26,20 @@ Crash ordering of the published-checkpoint file: the batch commits to the databa
 is replaced (temporary file, fsync, rename).  A crash between the two leaves the file *behind* the
 database, which start-up accepts; the file is never ahead of what was durably committed.
 
-The scrub reads through its own read-only SQLite connection in a worker thread, never through the
-server's tile cache, so a tile altered on disk is seen even when a copy of it is cached.
+The periodic scrub runs in a process of its own at the lowest CPU priority (tlog/server/scrubchild.py:
+in a thread it held the sequencer process's GIL and halved the append rate while it ran), through its
+own read-only SQLite connection, never through the server's tile cache, so a tile altered on disk is
+seen even when a copy of it is cached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -62,7 +66,7 @@ from .storage import Head, NewLeaf
 from .treereader import PATH_GROUP, tile_interior, tile_paths
 
 __all__ = ["ScrubReport", "scrub_database", "preflight", "preflight_problems", "fsck", "PublishedCheckpoint",
-           "Scrubber", "ScrubFailedError", "StartupRefused", "preflight_ctx", "scrub_ctx",
+           "Scrubber", "ScrubFailedError", "ScrubProcessError", "StartupRefused", "preflight_ctx", "scrub_ctx",
            "PUBLISHED_CHECKPOINT"]
 
 log = logging.getLogger("tlog.scrub")
@@ -77,6 +81,10 @@ class StartupRefused(ConfigError):
 
 class ScrubFailedError(Exception):
     """The stored log does not re-derive to its signed roots: writes stop (503), reads go on."""
+
+
+class ScrubProcessError(Exception):
+    """The scrub's process ended without a report: no verdict on the database (logged, counted)."""
 
 
 @dataclass
@@ -560,8 +568,10 @@ class Scrubber:
         self.state, self.interval, self.verifier = state, interval, verifier
         self.last: ScrubReport | None = None
         self._stop = threading.Event()
+        self._child: asyncio.subprocess.Process | None = None
         registry = state.metrics.registry
-        self.runs = Counter("tlog_scrub_runs", "Self-check scrubs of the database, by outcome", ["outcome"],
+        self.runs = Counter("tlog_scrub_runs", "Self-check scrubs of the database, by outcome (ok, failed: "
+                            "the database is damaged; error: the scrub process failed, no verdict)", ["outcome"],
                             registry=registry)
         self.last_ok = Gauge("tlog_scrub_last_success_timestamp_seconds",
                              "When a scrub last found the stored log intact", registry=registry)
@@ -571,11 +581,48 @@ class Scrubber:
             await asyncio.sleep(self.interval)
             await self.scrub_once()
 
+    def child_command(self, size: int) -> list[str]:
+        """The scrub's process (tlog/server/scrubchild.py: niced, one JSON report on stdout)."""
+        return [sys.executable, "-m", "tlog.server.scrubchild", self.state.data_dir, str(size),
+                self.verifier.to_vkey()]
+
+    async def _scrub_in_child(self, size: int) -> ScrubReport:
+        """:func:`scrub_database` in a process of its own at the lowest CPU priority, so that its
+        hashing never holds the sequencer process's GIL.  Raises :class:`ScrubProcessError` when the
+        process fails without a report (a crash, the OOM killer): no evidence about the database."""
+        proc = await asyncio.create_subprocess_exec(*self.child_command(size), stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        self._child = proc
+        try:
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        finally:
+            self._child = None
+        if proc.returncode == 0:
+            try:
+                return ScrubReport(**json.loads(out))
+            except (ValueError, TypeError) as exc:
+                raise ScrubProcessError(f"the scrub process's report does not parse: {exc}") from exc
+        if self._stop.is_set():
+            return ScrubReport(size=size, stopped_early=True)
+        detail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise ScrubProcessError(f"the scrub process exited with status {proc.returncode}: {detail[0][:300]}")
+
     async def scrub_once(self) -> ScrubReport:
         size = self.state.head.size
-        path = os.path.join(self.state.data_dir, "log.db")
-        report = await asyncio.to_thread(scrub_database, path, self.verifier, size=size,
-                                         should_stop=self._stop.is_set)
+        try:
+            report = await self._scrub_in_child(size)
+        except ScrubProcessError as exc:
+            self.runs.labels("error").inc()
+            log_event(log, "scrub_error", logging.ERROR, tree_size=size, error=str(exc),
+                      action="no verdict on the database; the next scrub runs at the next interval")
+            report = ScrubReport(size=size, stopped_early=True)
+            self.last = report
+            return report
         self.last = report
         if report.stopped_early:
             return report
@@ -623,6 +670,12 @@ class Scrubber:
 
     def stop(self) -> None:
         self._stop.set()
+        child = self._child
+        if child is not None and child.returncode is None:
+            try:
+                child.terminate()  # it reports stopped_early at its next step
+            except ProcessLookupError:
+                pass
 
 
 SCRUBBER: web.AppKey[Scrubber] = web.AppKey("scrubber", Scrubber)
