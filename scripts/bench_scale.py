@@ -271,9 +271,10 @@ def build_in_fresh_process(data: str, entries: int, marks: list[int], writers: i
     try:
         status, value = receive.recv()
     except EOFError:
-        raise RuntimeError(f"the build process died (exit status {proc.join() or proc.exitcode})") from None
-    finally:
-        proc.join()
+        status, value = "died", "no figures"
+    proc.join()
+    if status == "died":
+        raise RuntimeError(f"the build process died (exit status {proc.exitcode})")
     if status != "ok":
         raise RuntimeError(f"the build failed: {value}")
     return value

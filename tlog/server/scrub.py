@@ -582,7 +582,7 @@ class Scrubber:
             await self.scrub_once()
 
     def child_command(self, size: int) -> list[str]:
-        """The scrub's process (tlog/server/scrubchild.py: niced, one JSON report on stdout)."""
+        """The scrub's process (tlog/server/scrubchild.py: idle CPU priority, one JSON report on stdout)."""
         return [sys.executable, "-m", "tlog.server.scrubchild", self.state.data_dir, str(size),
                 self.verifier.to_vkey()]
 
@@ -621,8 +621,6 @@ class Scrubber:
             log_event(log, "scrub_error", logging.ERROR, tree_size=size, error=str(exc),
                       action="no verdict on the database; the next scrub runs at the next interval")
             report = ScrubReport(size=size, stopped_early=True)
-            self.last = report
-            return report
         self.last = report
         if report.stopped_early:
             return report

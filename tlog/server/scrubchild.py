@@ -1,7 +1,7 @@
 """The periodic scrub's own process: ``python -m tlog.server.scrubchild DATA_DIR SIZE VKEY``.
 
-Run by :class:`tlog.server.scrub.Scrubber`: it lowers its own CPU priority to the lowest (nice 19),
-runs :func:`tlog.server.scrub.scrub_database` of ``DATA_DIR/log.db`` at tree size ``SIZE``, checking
+Run by :class:`tlog.server.scrub.Scrubber`: it lowers its own CPU priority to the lowest (SCHED_IDLE,
+and nice 19), runs :func:`tlog.server.scrub.scrub_database` of ``DATA_DIR/log.db`` at tree size ``SIZE``, checking
 checkpoints with the verifier key ``VKEY`` (the server's own signer's), and prints the report as one
 JSON object on stdout.
 SIGTERM stops it between steps (the report then says ``stopped_early``).
@@ -29,21 +29,20 @@ import threading
 from ..note import Verifier
 from .scrub import scrub_database
 
-__all__ = ["main", "NICE"]
+__all__ = ["main", "lower_priority", "NICE"]
 
-#: The scrub process's niceness: the lowest CPU priority (it still progresses on a busy machine).
+#: The scrub process's niceness, which counts where the SCHED_IDLE policy is refused.
 NICE = 19
 
 
-def lower_priority() -> str:
+def lower_priority() -> None:
     """Run only when the cores are otherwise idle: the SCHED_IDLE policy (a waking server process
-    preempts it at once), and nice 19 for where that policy is refused.  Returns the policy set."""
+    preempts it at once), and nice 19 for where that policy is refused."""
     os.nice(NICE - os.nice(0))
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        return "nice"
-    return "idle"
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
