@@ -3,18 +3,24 @@ mismatch while reads go on, and the start-up refusals (a restored backup, a corr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.conftest import init_log, start_server, tlog_cmd
 from tests.test_export import WRITER, _fill
 from tlog.client import LogClient, LogServerError
+from tlog.server.scrub import ScrubFailedError, Scrubber, _verifier, scrub_database
 
 
 def _db(data: str) -> sqlite3.Connection:
@@ -55,7 +61,6 @@ def populated(tmp_path_factory):
     init_log(data)
     server = start_server(data)
     try:
-        import asyncio
         asyncio.run(_fill(server, 300))
         served = _get(server.url + "/checkpoint")[1]
 
@@ -174,12 +179,6 @@ async def test_running_server_stops_signing_when_the_scrub_fails(populated, tmp_
 
 def _scrubber(data: str, size: int):
     """A :class:`Scrubber` on a stopped copy of a log, with just the state it uses."""
-    from types import SimpleNamespace
-
-    from prometheus_client import CollectorRegistry
-
-    from tlog.server.scrub import Scrubber, _verifier
-
     state = SimpleNamespace(data_dir=data, head=SimpleNamespace(size=size), sequencer=SimpleNamespace(stopped=None),
                             metrics=SimpleNamespace(registry=CollectorRegistry()))
     return Scrubber(state, 0, _verifier(data)), state
@@ -189,8 +188,6 @@ async def test_the_periodic_scrub_runs_in_a_process_of_its_own_and_reports_what_
         populated, tmp_path):
     """The server's scrub runs tlog/server/scrubchild.py (a thread of the sequencer process halved the
     append rate while it ran); its verdicts, intact and damaged, are scrub_database's own."""
-    from tlog.server.scrub import ScrubFailedError, _verifier, scrub_database
-
     data = _copy(populated, tmp_path)
     scrubber, state = _scrubber(data, 302)
     assert scrubber.child_command(302)[1:3] == ["-m", "tlog.server.scrubchild"]
@@ -210,13 +207,8 @@ async def test_the_periodic_scrub_runs_in_a_process_of_its_own_and_reports_what_
 def test_the_scrub_process_runs_at_the_lowest_cpu_priority(populated, tmp_path):
     """SCHED_IDLE (and nice 19): it runs on idle cores and a waking server process preempts it."""
     data = _copy(populated, tmp_path)
-    from tlog.server.scrub import _verifier
-
     code = ("import os, sys; from tlog.server import scrubchild; rc = scrubchild.main(sys.argv[1:]); "
             "print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_IDLE, file=sys.stderr); sys.exit(rc)")
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", code, data, "302", _verifier(data).to_vkey()],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -227,9 +219,6 @@ def test_the_scrub_process_runs_at_the_lowest_cpu_priority(populated, tmp_path):
 
 
 async def test_stopping_the_server_stops_a_scrub_process_and_a_failed_one_stops_no_writes(populated, tmp_path):
-    import asyncio
-    import sys
-
     data = _copy(populated, tmp_path)
     scrubber, state = _scrubber(data, 302)
     scrubber.child_command = lambda size: [sys.executable, "-c", "import time; time.sleep(60)"]
